@@ -1,0 +1,74 @@
+"""Runtime interface and registry: a runtime loads a model file and returns a run-once callable."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from hwnat.devices.spec import RuntimeSpec
+from hwnat.errors import BadInputError
+
+_RUNTIMES: dict[str, type[Runtime]] = {}
+
+
+def register_runtime(name: str):
+    """Class decorator registering a ``Runtime`` subclass under ``name``."""
+
+    def deco(cls):
+        cls.name = name
+        _RUNTIMES[name] = cls
+        return cls
+
+    return deco
+
+
+def list_runtimes() -> list[str]:
+    return sorted(_RUNTIMES)
+
+
+def get_runtime(spec: RuntimeSpec) -> Runtime:
+    """Instantiate the runtime a spec names (``DeviceError`` from the runtime when it is missing)."""
+    if spec.kind not in _RUNTIMES:
+        raise BadInputError(f"runtime {spec.kind!r} is not available in-process; expected one of: "
+                            f"{', '.join(list_runtimes())}")
+    return _RUNTIMES[spec.kind](spec)
+
+
+class Loaded:
+    """A loaded model: ``run()`` does one inference on bound random inputs; ``sync`` (or None) waits for
+    asynchronous work (GPU); ``close()`` frees it."""
+
+    def __init__(self, run: Callable[[], object], sync: Callable[[], object] | None = None,
+                 close: Callable[[], object] | None = None, info: dict | None = None):
+        self.run = run
+        self.sync = sync
+        self._close = close
+        self.info = info or {}
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+class Runtime(ABC):
+    """One inference runtime (in-process)."""
+
+    name: str = ""
+    #: file format the runtime loads: "onnx", "tflite", "engine", "torch"
+    model_format: str = "onnx"
+
+    def __init__(self, spec: RuntimeSpec):
+        self.spec = spec
+
+    @abstractmethod
+    def version(self) -> str:
+        """Version string; raise ``DeviceError`` when the runtime is not installed."""
+
+    @abstractmethod
+    def load(self, model_path: str, input_shape: tuple[int, ...]) -> Loaded:
+        """Load a model and bind an input of ``input_shape`` (float32 random)."""
+
+    def info(self) -> dict:
+        """What the fingerprint records about this runtime."""
+        return {"runtime": self.name, "runtime_version": self.version(), "threads": self.spec.threads,
+                "precision": self.spec.precision, "provider": self.spec.provider}

@@ -1,0 +1,54 @@
+"""ONNX Runtime (https://onnxruntime.ai) runtime: CPU, CUDA and TensorRT execution providers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwnat.devices.runtimes._base import Loaded, Runtime, register_runtime
+from hwnat.errors import DeviceError
+
+
+@register_runtime("onnxruntime")
+class OnnxRuntime(Runtime):
+    model_format = "onnx"
+
+    def _ort(self):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:  # pragma: no cover - a dependency of hwnat
+            raise DeviceError(f"onnxruntime is not installed: {e}") from None
+        return ort
+
+    def version(self) -> str:
+        return self._ort().__version__
+
+    def providers(self) -> list[str]:
+        p = self.spec.provider or "CPUExecutionProvider"
+        return [p] if p == "CPUExecutionProvider" else [p, "CPUExecutionProvider"]
+
+    def load(self, model_path: str, input_shape: tuple[int, ...]) -> Loaded:
+        ort = self._ort()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(self.spec.threads)
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        wanted = self.providers()
+        missing = [p for p in wanted if p not in ort.get_available_providers()]
+        if missing:
+            raise DeviceError(f"ONNX Runtime {ort.__version__} has no {', '.join(missing)}; available: "
+                              f"{', '.join(ort.get_available_providers())}")
+        try:
+            sess = ort.InferenceSession(str(model_path), so, providers=wanted)
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise DeviceError(f"ONNX Runtime could not load {model_path}: {e}") from None
+        inp = sess.get_inputs()[0]
+        x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
+        feed = {inp.name: x}
+        out_names = [o.name for o in sess.get_outputs()]
+
+        def run():
+            sess.run(out_names, feed)
+
+        return Loaded(run, info={"providers": sess.get_providers()})
