@@ -6,6 +6,7 @@ Library errors (``hwnat.errors``) become one line on stderr and the exit code DE
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 
