@@ -147,13 +147,16 @@ class SearchSpace(ABC):
         return rng.integers(lo, hi + 1, size=(n, len(lo)), dtype=np.int64)
 
     def mutate(self, arch: Any, rng: np.random.Generator, prob: float = 0.1) -> Any:
-        """Resample each genome position with probability ``prob`` (at least one position changes)."""
+        """Resample each genome position with probability ``prob``; the result always differs from ``arch``."""
         g = self.encode(arch).copy()
         lo, hi = self.genome_bounds()
         mask = rng.random(len(g)) < prob
-        if not mask.any():
-            mask[rng.integers(len(g))] = True
         g[mask] = rng.integers(lo[mask], hi[mask] + 1)
+        if (g == self.encode(arch)).all():  # force one real change where a position has a choice
+            free = np.flatnonzero(hi > lo)
+            i = rng.choice(free)
+            choices = [v for v in range(lo[i], hi[i] + 1) if v != g[i]]
+            g[i] = rng.choice(choices)
         return self.decode(g)
 
     def crossover(self, a: Any, b: Any, rng: np.random.Generator) -> Any:

@@ -1,1 +1,312 @@
-"""(being written)"""
+"""The NAS-Bench-201 cell search space (Dong & Yang, "NAS-Bench-201: Extending the Scope of Reproducible
+Neural Architecture Search", ICLR 2020): 5 ops on the 6 edges of one cell shared by the 15 cells of the
+CIFAR network, 5^6 = 15,625 architectures.
+
+Canonical string: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (node 1, 2, 3; ``op~i`` is the op on edge
+``i -> node``). Genome: 6 op indices into ``OPS`` in the edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2.
+
+Latency structure (slots, network order): stem; 5 cells x 6 edges of stage 1 (32x32x16); reduction;
+stage 2 (16x16x32); reduction; stage 3 (8x8x64); head. An edge's slot is the block of its op at its
+stage's shape; ``none`` costs nothing (``None`` slot). Every other edge counts, also one whose output
+cannot reach the cell output, because the built network executes it (see ``hwnat.nn.nb201``).
+
+Example:
+    >>> from hwnat.spaces import get_space
+    >>> sp = get_space("nasbench201")
+    >>> a = sp.parse("|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|")
+    >>> sp.flops(a) / 1e6  # MFLOPs, 2 x MACs
+    94.2208
+    >>> sp.params(a)
+    350196.0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hwnat.errors import BadInputError
+from hwnat.spaces._base import BlockSpec, SearchSpace
+from hwnat.spaces._registry import register_space
+
+#: the op names; a genome entry is an index into this tuple
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+#: cell edges as (to, from), in canonical-string and genome order
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+#: (channels, height = width) of each stage for the 32x32 CIFAR input
+STAGES: tuple[tuple[int, int], ...] = ((16, 32), (32, 16), (64, 8))
+#: identical cells per stage
+CELLS_PER_STAGE = 5
+#: input resolution (the only one this space has)
+RESOLUTION = 32
+
+_OP_INDEX = {op: i for i, op in enumerate(OPS)}
+_VALID_OPS = ", ".join(OPS)
+_FORM = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
+
+
+@dataclass(frozen=True)
+class NB201Arch:
+    """One NAS-Bench-201 cell: the six op names in ``EDGES`` order (hashable; ``str()`` is canonical)."""
+
+    ops: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        ops = tuple(self.ops)
+        if len(ops) != len(EDGES):
+            raise BadInputError(f"nasbench201 arch needs {len(EDGES)} edge ops, got {len(ops)}")
+        for (to, frm), op in zip(EDGES, ops, strict=True):
+            if op not in _OP_INDEX:
+                raise BadInputError(f"nasbench201 edge {to}<-{frm}: unknown op {op!r}; "
+                                    f"valid ops: {_VALID_OPS}")
+        object.__setattr__(self, "ops", ops)
+
+    def op(self, to: int, frm: int) -> str:
+        """The op on edge ``frm -> to``."""
+        return self.ops[EDGES.index((to, frm))]
+
+    def __str__(self) -> str:
+        o = self.ops
+        return f"|{o[0]}~0|+|{o[1]}~0|{o[2]}~1|+|{o[3]}~0|{o[4]}~1|{o[5]}~2|"
+
+
+# ---- closed-form costs (FLOPs = 2 x MACs of conv and linear layers; params incl. BN affine) ----------
+
+def _conv_flops(c_in: int, c_out: int, k: int, h_out: int, w_out: int) -> int:
+    return 2 * c_in * c_out * k * k * h_out * w_out
+
+
+def _block_cost(spec: BlockSpec) -> tuple[int, int]:
+    """(FLOPs, params) of one block, in closed form."""
+    c, h, w = spec.in_shape
+    oc, oh, ow = spec.out_shape
+    if spec.op in ("nb201_nor_conv_1x1", "nb201_nor_conv_3x3"):
+        k = spec.param("k")
+        return _conv_flops(c, oc, k, oh, ow), c * oc * k * k + 2 * oc
+    if spec.op in ("nb201_skip_connect", "nb201_avg_pool_3x3"):
+        return 0, 0
+    if spec.op == "nb201_stem":
+        return _conv_flops(c, oc, 3, oh, ow), c * oc * 9 + 2 * oc
+    if spec.op == "nb201_resblock":
+        flops = _conv_flops(c, oc, 3, oh, ow) + _conv_flops(oc, oc, 3, oh, ow) + _conv_flops(c, oc, 1, oh, ow)
+        params = (c * oc * 9 + 2 * oc) + (oc * oc * 9 + 2 * oc) + c * oc
+        return flops, params
+    if spec.op == "nb201_head":
+        return 2 * c * oc, 2 * c + c * oc + oc
+    raise BadInputError(f"nasbench201: unknown block op {spec.op!r}; expected one of: {', '.join(_BLOCK_OPS)}")
+
+
+_BLOCK_OPS = ("nb201_stem", "nb201_resblock", "nb201_head") + tuple(f"nb201_{op}" for op in OPS[1:])
+
+
+@register_space("nasbench201")
+class NASBench201Space(SearchSpace):
+    """The NAS-Bench-201 space on CIFAR (32x32x3 input).
+
+    Args:
+        num_classes: classifier outputs (default 100, CIFAR-100 as in the shared latency data).
+    """
+
+    #: the fixed input resolution (no ``resolutions`` option: the CLI refuses any other ``--resolution``)
+    resolution: int = RESOLUTION
+
+    def __init__(self, num_classes: int = 100):
+        if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise BadInputError(f"nasbench201: num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self._slot_blocks, self._fixed, self._op_slot = self._make_slots()
+        costs = np.array([_block_cost(b) if b is not None else (0, 0) for b in self._slot_blocks],
+                         dtype=np.float64).reshape(-1, 2)
+        self._slot_flops, self._slot_params = costs[:, 0], costs[:, 1]
+        # per (stage, op) cost of one edge, and the cost of the fixed blocks
+        self._op_flops = self._slot_flops[self._op_slot]
+        self._op_params = self._slot_params[self._op_slot]
+        self._fixed_flops = float(self._slot_flops[self._fixed].sum())
+        self._fixed_params = float(self._slot_params[self._fixed].sum())
+
+    # ---- encoding -----------------------------------------------------------------------------
+    def parse(self, text: str) -> NB201Arch:
+        """Parse ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``; ``BadInputError`` names the node/edge at fault."""
+        if not isinstance(text, str):
+            raise BadInputError(f"nasbench201 arch must be a string like {_FORM}, got {type(text).__name__}")
+        s = text.strip()
+        groups = s.split("+")
+        if len(groups) != 3:
+            raise BadInputError(f"nasbench201 arch {text!r}: expected 3 nodes joined by '+' like {_FORM}, "
+                                f"got {len(groups)} part(s)")
+        ops: list[str] = []
+        for to, grp in enumerate(groups, start=1):
+            want = "|" + "|".join(f"op~{i}" for i in range(to)) + "|"
+            if len(grp) < 2 or not (grp.startswith("|") and grp.endswith("|")):
+                raise BadInputError(f"nasbench201 arch {text!r}: node {to} is {grp!r}, expected {want}")
+            tokens = grp[1:-1].split("|")
+            if len(tokens) != to:
+                raise BadInputError(f"nasbench201 arch {text!r}: node {to} has {len(tokens)} edge(s) in "
+                                    f"{grp!r}, expected {to} as {want}")
+            for frm, tok in enumerate(tokens):
+                where = f"nasbench201 arch {text!r}: edge {to}<-{frm}"
+                op, sep, idx = tok.rpartition("~")
+                if not sep or not op:
+                    raise BadInputError(f"{where}: token {tok!r} is not 'op~{frm}'")
+                if idx != str(frm):
+                    raise BadInputError(f"{where}: token {tok!r} names input node {idx!r}, expected {frm}")
+                if op not in _OP_INDEX:
+                    raise BadInputError(f"{where}: unknown op {op!r}; valid ops: {_VALID_OPS}")
+                ops.append(op)
+        return NB201Arch(tuple(ops))
+
+    def format(self, arch: Any) -> str:
+        """Canonical string of an architecture."""
+        return str(self._arch(arch))
+
+    def genome_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(EDGES)
+        return np.zeros(n, dtype=np.int64), np.full(n, len(OPS) - 1, dtype=np.int64)
+
+    def encode(self, arch: Any) -> np.ndarray:
+        return np.array([_OP_INDEX[op] for op in self._arch(arch).ops], dtype=np.int64)
+
+    def decode(self, genome: np.ndarray) -> NB201Arch:
+        g = self._check_genomes(np.asarray(genome)[None, :] if np.ndim(genome) == 1 else genome)
+        if g.shape[0] != 1:
+            raise BadInputError(f"nasbench201: decode takes one genome of {len(EDGES)} ints, got shape {g.shape}")
+        return NB201Arch(tuple(OPS[i] for i in g[0]))
+
+    def _arch(self, arch: Any) -> NB201Arch:
+        """Accept an ``NB201Arch``, a canonical string or a sequence of six op names."""
+        if isinstance(arch, NB201Arch):
+            return arch
+        if isinstance(arch, str):
+            return self.parse(arch)
+        if isinstance(arch, (tuple, list)) and all(isinstance(o, str) for o in arch):
+            return NB201Arch(tuple(arch))
+        raise BadInputError(f"nasbench201: expected an NB201Arch, a string like {_FORM} or six op names, "
+                            f"got {type(arch).__name__}")
+
+    @staticmethod
+    def _check_genomes(genomes: Any) -> np.ndarray:
+        g = np.asarray(genomes)
+        if g.ndim != 2 or g.shape[1] != len(EDGES):
+            raise BadInputError(f"nasbench201: genomes must have shape (n, {len(EDGES)}), got {g.shape}")
+        if g.size and not np.issubdtype(g.dtype, np.integer):
+            if not np.all(np.equal(np.mod(g, 1), 0)):
+                raise BadInputError("nasbench201: genomes must be integers")
+        g = g.astype(np.int64, copy=False)
+        if g.size and (g.min() < 0 or g.max() >= len(OPS)):
+            bad = np.argwhere((g < 0) | (g >= len(OPS)))[0]
+            raise BadInputError(f"nasbench201: genome {bad[0]} position {bad[1]} is {g[bad[0], bad[1]]}, "
+                                f"expected 0..{len(OPS) - 1} (index into {_VALID_OPS})")
+        return g
+
+    # ---- latency structure --------------------------------------------------------------------
+    def _make_slots(self) -> tuple[list[BlockSpec | None], np.ndarray, np.ndarray]:
+        """Slot table: id 0 = ``None``; then stem, reductions, head; then one block per (stage, op)."""
+        table: list[BlockSpec | None] = [None]
+        c0, h0 = STAGES[0]
+        table.append(BlockSpec.make("nb201_stem", (3, RESOLUTION, RESOLUTION), (c0, h0, h0), k=3, s=1))
+        for (ci, hi), (co, ho) in zip(STAGES[:-1], STAGES[1:], strict=True):
+            table.append(BlockSpec.make("nb201_resblock", (ci, hi, hi), (co, ho, ho), k=3, s=2))
+        cl, hl = STAGES[-1]
+        table.append(BlockSpec.make("nb201_head", (cl, hl, hl), (self.num_classes, 1, 1)))
+        fixed = np.arange(1, len(table), dtype=np.int64)  # stem, reductions..., head
+        op_slot = np.zeros((len(STAGES), len(OPS)), dtype=np.int64)  # column 0 ('none') stays slot 0
+        for s, (c, h) in enumerate(STAGES):
+            for o, op in enumerate(OPS):
+                if op == "none":
+                    continue
+                shape = (c, h, h)
+                if op == "skip_connect":
+                    spec = BlockSpec.make("nb201_" + op, shape, shape)
+                else:
+                    spec = BlockSpec.make("nb201_" + op, shape, shape, k=3 if op.endswith("3x3") else 1, s=1)
+                op_slot[s, o] = len(table)
+                table.append(spec)
+        return table, fixed, op_slot
+
+    def slot_blocks(self) -> list[BlockSpec | None]:
+        return self._slot_blocks
+
+    def slots(self, genomes: np.ndarray) -> np.ndarray:
+        """Genomes ``(n, 6)`` -> slot ids ``(n, 94)``: stem, 30 edge slots per stage, reductions, head."""
+        g = self._check_genomes(genomes)
+        n = g.shape[0]
+        stem, *reds, head = self._fixed
+        cols = [np.full((n, 1), stem, dtype=np.int64)]
+        for s in range(len(STAGES)):
+            if s:
+                cols.append(np.full((n, 1), reds[s - 1], dtype=np.int64))
+            cols.append(np.tile(self._op_slot[s][g], (1, CELLS_PER_STAGE)))
+        cols.append(np.full((n, 1), head, dtype=np.int64))
+        return np.concatenate(cols, axis=1)
+
+    def all_blocks(self, resolution: int | Iterable[int] | None = None, **restrict: Any) -> list[BlockSpec]:
+        """Every unique block (16). ``resolution`` is accepted for symmetry with other spaces; only 32 exists.
+
+        Raises:
+            BadInputError: a resolution other than 32, or an unknown restriction.
+        """
+        if restrict:
+            raise BadInputError(f"nasbench201: unknown block restriction(s) {', '.join(sorted(restrict))}; "
+                                f"only 'resolution' is accepted")
+        if resolution is not None:
+            res = [resolution] if isinstance(resolution, (int, np.integer)) else list(resolution)
+            bad = [r for r in res if r != RESOLUTION]
+            if bad:
+                raise BadInputError(f"nasbench201: resolution {bad[0]} is not supported; "
+                                    f"the space has only {RESOLUTION}")
+        return super().all_blocks()
+
+    # ---- models -------------------------------------------------------------------------------
+    def build(self, arch: Any):
+        """The CIFAR network (``hwnat.nn.nb201.NB201Network``) in eval mode, randomly initialised."""
+        from hwnat.nn.nb201 import NB201Network
+
+        a = self._arch(arch)
+        return NB201Network(a.ops, channels=[c for c, _ in STAGES], cells=CELLS_PER_STAGE,
+                            num_classes=self.num_classes).eval()
+
+    def build_block(self, spec: BlockSpec):
+        """A module for one block from ``slot_blocks()``, taking ``(1, *spec.in_shape)``. The head returns
+        ``(1, num_classes)`` (its spec's out_shape is ``(num_classes, 1, 1)``)."""
+        from hwnat.nn import nb201
+
+        c, h, w = spec.in_shape
+        oc, oh, ow = spec.out_shape
+        op = spec.op
+        if op == "nb201_stem":
+            m = nb201.Stem(c, oc)
+        elif op == "nb201_resblock":
+            m = nb201.ResidualReduction(c, oc)
+        elif op == "nb201_head":
+            m = nb201.Head(c, oc)
+        elif op.startswith("nb201_") and op[6:] in OPS[1:]:
+            if spec.in_shape != spec.out_shape:
+                raise BadInputError(f"nasbench201: block {spec.key}: a cell op keeps its shape")
+            m = nb201.make_op(op[6:], c)
+        else:
+            raise BadInputError(f"nasbench201: unknown block op {op!r}; expected one of: {', '.join(_BLOCK_OPS)}")
+        return m.eval()
+
+    def input_shape(self, arch: Any = None) -> tuple[int, int, int, int]:
+        return (1, 3, RESOLUTION, RESOLUTION)
+
+    def flops(self, arch: Any) -> float:
+        """FLOPs (2 x MACs of conv and linear layers), batch 1, as ``FlopCounterMode`` counts them."""
+        return float(self.flops_many(self.encode(arch)[None, :])[0])
+
+    def params(self, arch: Any) -> float:
+        """Number of parameters: conv weights, BatchNorm affine, linear weight and bias."""
+        return float(self.params_many(self.encode(arch)[None, :])[0])
+
+    def flops_many(self, genomes: np.ndarray) -> np.ndarray:
+        """Vectorised ``flops`` over genomes ``(n, 6)`` -> float64 ``(n,)``."""
+        g = self._check_genomes(genomes)
+        return self._fixed_flops + CELLS_PER_STAGE * self._op_flops[:, g].sum(axis=(0, 2))
+
+    def params_many(self, genomes: np.ndarray) -> np.ndarray:
+        """Vectorised ``params`` over genomes ``(n, 6)`` -> float64 ``(n,)``."""
+        g = self._check_genomes(genomes)
+        return self._fixed_params + CELLS_PER_STAGE * self._op_params[:, g].sum(axis=(0, 2))

@@ -1,0 +1,269 @@
+"""Bench result files (JSON with every raw sample, the protocol and the fingerprint) and the baseline
+store: a directory of accepted results, one per device fingerprint, suite and git commit.
+
+Baseline layout (plain files; no index to get out of step)::
+
+    DIR/<device>-<fingerprint key>/<suite>/<commit>.json
+
+The fingerprint key is a short digest of the comparable fingerprint fields (``COMPARABLE_FIELDS``), so a
+runner whose CPU, runtime version or thread count changes starts a new series instead of comparing
+against results it cannot be compared with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from hwnat.devices.spec import format_validation_error
+from hwnat.errors import BadInputError
+from hwnat.export.onnx import write_atomic
+from hwnat.measure.fingerprint import COMPARABLE_FIELDS
+
+FORMAT = "hwnat-bench-result"
+SCHEMA_VERSION = 1
+
+
+class SuiteInfo(BaseModel):
+    """Which suite a result measured."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    sha256: str | None = None
+    path: str | None = None
+
+
+class EntryResult(BaseModel):
+    """One entry's raw samples: ``rounds_ms[i]`` are the samples (ms) of pass ``i``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    source: dict = Field(default_factory=dict)
+    model_sha256: str | None = None
+    input_shape: list[int] = Field(default_factory=list)
+    rounds_ms: list[list[float]]
+    round_info: list[dict] = Field(default_factory=list)
+
+    @field_validator("rounds_ms")
+    @classmethod
+    def _positive(cls, v: list[list[float]]) -> list[list[float]]:
+        for i, r in enumerate(v):
+            if not r:
+                raise ValueError(f"round {i} has no samples")
+            if not all(math.isfinite(x) and x > 0 for x in r):
+                raise ValueError(f"round {i} has a sample that is not a positive number of ms")
+        return v
+
+    def throttled_rounds(self) -> list[int]:
+        """Passes during which the thermal guard saw throttling or a frequency drop."""
+        return [i for i, info in enumerate(self.round_info) if info.get("throttled")]
+
+    def median_ms(self) -> float:
+        import numpy as np
+
+        return float(np.median([np.median(r) for r in self.rounds_ms]))
+
+
+class BenchResult(BaseModel):
+    """A ``bench run`` result file."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format: Literal["hwnat-bench-result"]
+    schema_version: Literal[1]
+    suite: SuiteInfo
+    device: str
+    fingerprint: dict
+    protocol: dict
+    rounds: int
+    complete: bool = True
+    git_commit: str | None = None
+    created_at: str | None = None
+    wall_s: float | None = None
+    load_avg: dict | None = None
+    entries: list[EntryResult]
+    #: where the result was read from (not stored)
+    source: str = Field("<memory>", exclude=True)
+
+    def summary(self) -> dict:
+        """Metadata without samples (shown in reports)."""
+        return {"path": self.source, "suite": self.suite.name, "device": self.device,
+                "git_commit": self.git_commit, "created_at": self.created_at, "rounds": self.rounds,
+                "complete": self.complete, "fingerprint_key": fingerprint_key(self.fingerprint),
+                "load_avg": self.load_avg}
+
+
+def result_from_dict(data, source: str = "<memory>") -> BenchResult:
+    """Validate plain data as a bench result.
+
+    Raises:
+        BadInputError: not a bench result (foreign JSON), an unsupported schema version, or a bad field.
+    """
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BadInputError(f"{source}: not an hwnat bench result (expected a JSON object with "
+                            f"\"format\": \"{FORMAT}\", as written by `hwnat bench run`)")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise BadInputError(f"{source}: bench result schema_version {data.get('schema_version')!r} is not "
+                            f"supported (this hwnat reads {SCHEMA_VERSION})")
+    try:
+        return BenchResult(**{**data, "source": source})
+    except ValidationError as e:
+        raise BadInputError(f"{source}: {format_validation_error(e)}") from None
+
+
+def load_result(path: str | Path) -> BenchResult:
+    """Read a result file written by ``bench run``.
+
+    Raises:
+        BadInputError: missing/unreadable file, truncated or invalid JSON, foreign JSON, bad fields.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise BadInputError(f"{p}: result file not found") from None
+    except IsADirectoryError:
+        raise BadInputError(f"{p}: is a directory, expected a result JSON file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInputError(f"{p}: cannot read result file: {e}") from None
+    if not text.strip():
+        raise BadInputError(f"{p}: result file is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = " (the file looks truncated)" if e.pos >= len(text.rstrip()) else ""
+        raise BadInputError(f"{p}: not valid JSON{hint}: {e.msg} at line {e.lineno} column {e.colno}") \
+            from None
+    return result_from_dict(data, str(p))
+
+
+def save_result(data: dict, path: str | Path) -> Path:
+    """Write a result (plain data) atomically as indented JSON."""
+    text = json.dumps(data, indent=1, allow_nan=False)
+    write_atomic(Path(path), text.encode())
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# baselines
+# ---------------------------------------------------------------------------------------------------
+def fingerprint_key(fp: dict) -> str:
+    """Short digest of the comparable fingerprint fields (equal keys = comparable environments)."""
+    sub = {k: fp.get(k) for k in COMPARABLE_FIELDS}
+    return hashlib.sha256(json.dumps(sub, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "-", text).strip("-.")[:60] or "x"
+
+
+class Baseline(BaseModel):
+    """One stored baseline."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    suite: str
+    device: str
+    fingerprint_key: str
+    commit: str
+    saved_at: str
+    created_at: str | None
+    entries: int
+
+    def row(self) -> dict:
+        return {**self.model_dump(), "path": str(self.path)}
+
+
+def baseline_path(store: Path, result: BenchResult, commit: str) -> Path:
+    return (Path(store) / f"{_slug(result.device)}-{fingerprint_key(result.fingerprint)}"
+            / _slug(result.suite.name) / f"{_slug(commit)}.json")
+
+
+def save_baseline(result_path: str | Path, store: str | Path, commit: str | None = None,
+                  force: bool = False) -> Baseline:
+    """Copy a result into the baseline store under its device fingerprint, suite and commit.
+
+    ``commit`` defaults to the one the result recorded. An incomplete run is refused.
+
+    Raises:
+        BadInputError: bad result, no commit known, incomplete run, or the baseline exists (``force``
+            replaces it).
+    """
+    result = load_result(result_path)
+    commit = commit or result.git_commit
+    if not commit:
+        raise BadInputError(f"{result_path}: the result records no git commit; pass --commit SHA")
+    if not result.complete:
+        raise BadInputError(f"{result_path}: the run did not finish; an incomplete result cannot be a "
+                            "baseline")
+    dest = baseline_path(Path(store), result, commit)
+    if dest.exists() and not force:
+        raise BadInputError(f"{dest}: a baseline for commit {commit} already exists (use --force)")
+    data = json.loads(Path(result_path).read_text())
+    data["baseline"] = {"commit": commit, "saved_at": datetime.now(timezone.utc).isoformat(
+        timespec="seconds")}
+    save_result(data, dest)
+    return _describe(dest, data)
+
+
+def _describe(path: Path, data: dict) -> Baseline:
+    b = data.get("baseline") or {}
+    return Baseline(path=path, suite=data["suite"]["name"], device=data["device"],
+                    fingerprint_key=fingerprint_key(data["fingerprint"]), commit=str(b.get("commit", "?")),
+                    saved_at=str(b.get("saved_at", "")), created_at=data.get("created_at"),
+                    entries=len(data.get("entries", [])))
+
+
+def list_baselines(store: str | Path, suite: str | None = None, device: str | None = None,
+                   fp_key: str | None = None, commit: str | None = None) -> list[Baseline]:
+    """Baselines in a store, newest first, optionally filtered. Unreadable files are skipped.
+
+    Raises:
+        BadInputError: the store directory does not exist.
+    """
+    store = Path(store)
+    if not store.is_dir():
+        raise BadInputError(f"{store}: baseline directory not found")
+    out = []
+    for p in store.glob("*/*/*.json"):
+        try:
+            data = json.loads(p.read_text())
+            if data.get("format") != FORMAT:
+                continue
+            b = _describe(p, data)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if ((suite and b.suite != suite) or (device and b.device != device)
+                or (fp_key and b.fingerprint_key != fp_key)
+                or (commit and not b.commit.startswith(commit))):
+            continue
+        out.append(b)
+    out.sort(key=lambda b: (b.saved_at, b.created_at or ""), reverse=True)
+    return out
+
+
+def latest_baseline_for(store: str | Path, candidate: BenchResult) -> Baseline:
+    """The newest baseline of the candidate's suite measured in a comparable environment.
+
+    Raises:
+        BadInputError: none found (the message says what exists for the suite).
+    """
+    key = fingerprint_key(candidate.fingerprint)
+    found = list_baselines(store, suite=candidate.suite.name, fp_key=key)
+    if found:
+        return found[0]
+    others = list_baselines(store, suite=candidate.suite.name)
+    extra = (f"; baselines of this suite exist for other environments: "
+             f"{', '.join(sorted({f'{b.device}-{b.fingerprint_key}' for b in others}))}") if others else ""
+    raise BadInputError(f"{store}: no baseline for suite {candidate.suite.name!r} on "
+                        f"{candidate.device}-{key}{extra}")

@@ -1,0 +1,82 @@
+"""``hwnat profile``: build a device's latency table for a space (resumable), optionally with a dataset of
+end-to-end measured random subnets."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+import numpy as np
+
+from hwnat.cli._common import device_option, err, space_option
+from hwnat.cli._progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+def space_with_resolutions(name: str, resolutions: tuple[int, ...]):
+    """``get_space`` with ``--resolution`` values applied (refused for spaces with a fixed input)."""
+    from hwnat.errors import BadInputError
+    from hwnat.spaces import get_space
+
+    if not resolutions:
+        return get_space(name)
+    space = get_space(name)
+    if not hasattr(space, "resolutions"):
+        fixed = getattr(space, "resolution", None)
+        if fixed is not None and set(resolutions) == {fixed}:
+            return space
+        raise BadInputError(f"space {space.name!r} does not take --resolution "
+                            f"(its input is fixed{f' at {fixed}' if fixed else ''})")
+    return get_space(name, resolutions=tuple(resolutions))
+
+
+@click.command()
+@device_option
+@space_option
+@click.option("--resolution", "-r", "resolutions", type=int, multiple=True,
+              help="Input resolution(s) to profile (repeatable); default: the space's search resolutions.")
+@click.option("--subnets", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also measure N random subnets end to end into a dataset CSV next to the table.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random subnets.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Table path [default: latency_tables/<device>/<space>.json].")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Measure at most this many missing blocks in this run (the rest on a rerun).")
+@click.pass_context
+def profile(ctx, device, space, resolutions, subnets, seed, out, limit):
+    """Profile every unique block of SPACE on DEVICE into a latency table (LUT).
+
+    The table is saved after every block, so an interrupted run resumes where it stopped.
+
+    \b
+    Example:
+      hwnat profile --device cpu --space ofa-mbv3 --resolution 224 --subnets 100
+    """
+    from hwnat.devices.device import open_device
+    from hwnat.latency.profiler import measure_archs, profile_blocks
+
+    sp = space_with_resolutions(space, resolutions)
+    quiet = ctx.find_root().params.get("quiet", False)
+    with open_device(device) as dev:
+        out = out or Path("latency_tables") / dev.name / f"{sp.name}.json"
+        blocks = sp.all_blocks()
+        err(f"profiling {len(blocks)} unique {sp.name} blocks on {dev.name} -> {out}")
+        if limit is not None:
+            from hwnat.latency.table import LatencyTable
+
+            have = set(LatencyTable.load(out).entries) if out.exists() else set()
+            missing = [b for b in blocks if b.key not in have]
+            blocks = [b for b in blocks if b.key in have] + missing[:limit]
+        with progress_bar("blocks", not quiet) as cb:
+            table = profile_blocks(sp, dev, blocks, out, progress=cb)
+        unstable = sum(bool(e.get("unstable")) for e in table.entries.values())
+        click.echo(f"{out}: {len(table.entries)} entries ({unstable} flagged unstable)")
+        if subnets:
+            rng = np.random.default_rng(seed)
+            archs = [sp.format(a) for a in sp.sample(rng, subnets)]
+            data = out.with_name(out.stem + ".subnets.csv")
+            with progress_bar("subnets", not quiet) as cb:
+                measure_archs(sp, dev, archs, data, columns="dataset", progress=cb)
+            click.echo(f"{data}: {subnets} subnets measured end to end")
