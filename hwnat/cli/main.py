@@ -46,6 +46,17 @@ class LazyGroup(click.Group):
         mod, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(mod), attr)
 
+    def invoke(self, ctx):
+        """Map library errors to one line on stderr and their exit code (no traceback)."""
+        try:
+            return super().invoke(ctx)
+        except HwnatError as e:
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted; finished measurements are kept on disk (rerun to resume)", err=True)
+            ctx.exit(130)
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hwnat")
@@ -63,24 +74,8 @@ def cli(verbose: int, quiet: bool) -> None:
 
 
 def main(argv=None) -> None:
-    """Console entry point: run the CLI, mapping hwnat errors to exit codes without a traceback."""
-    try:
-        cli.main(args=argv, standalone_mode=False)
-    except HwnatError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(2 if e.exit_code == 2 else e.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted; finished measurements are kept on disk", err=True)
-        sys.exit(130)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    sys.exit(0)
+    """Console entry point."""
+    cli.main(args=argv, prog_name="hwnat")
 
 
 if __name__ == "__main__":  # pragma: no cover

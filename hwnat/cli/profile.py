@@ -16,20 +16,28 @@ log = logging.getLogger(__name__)
 
 
 def space_with_resolutions(name: str, resolutions: tuple[int, ...]):
-    """``get_space`` with ``--resolution`` values applied (refused for spaces with a fixed input)."""
+    """``get_space`` with ``--resolution`` values applied: a set for spaces that search resolution
+    (``resolutions=``), one value for spaces built at a chosen input size (``resolution=``)."""
+    import inspect
+
     from hwnat.errors import BadInputError
     from hwnat.spaces import get_space
 
-    if not resolutions:
-        return get_space(name)
     space = get_space(name)
-    if not hasattr(space, "resolutions"):
-        fixed = getattr(space, "resolution", None)
-        if fixed is not None and set(resolutions) == {fixed}:
-            return space
-        raise BadInputError(f"space {space.name!r} does not take --resolution "
-                            f"(its input is fixed{f' at {fixed}' if fixed else ''})")
-    return get_space(name, resolutions=tuple(resolutions))
+    if not resolutions:
+        return space
+    opts = inspect.signature(type(space).__init__).parameters
+    shown = " ".join(str(r) for r in resolutions)
+    if "resolutions" in opts:
+        return get_space(name, resolutions=tuple(resolutions))
+    if "resolution" in opts and len(set(resolutions)) == 1:
+        return get_space(name, resolution=resolutions[0])
+    fixed = getattr(space, "resolution", None)
+    if fixed is not None and set(resolutions) == {fixed}:
+        return space
+    what = "one --resolution" if "resolution" in opts else "--resolution"
+    raise BadInputError(f"space {space.name!r} takes {what} only, got --resolution {shown}"
+                        + (f" (its input is fixed at {fixed})" if "resolution" not in opts and fixed else ""))
 
 
 @click.command()
@@ -55,12 +63,13 @@ def profile(ctx, device, space, resolutions, subnets, seed, out, limit):
       hwnat profile --device cpu --space ofa-mbv3 --resolution 224 --subnets 100
     """
     from hwnat.devices.device import open_device
-    from hwnat.latency.profiler import measure_archs, profile_blocks
+    from hwnat.latency.profiler import measure_archs, open_table, profile_blocks
 
     sp = space_with_resolutions(space, resolutions)
     quiet = ctx.find_root().params.get("quiet", False)
     with open_device(device) as dev:
         out = out or Path("latency_tables") / dev.name / f"{sp.name}.json"
+        open_table(out, sp, dev)  # a foreign, corrupt or unwritable table fails here, before any output
         blocks = sp.all_blocks()
         err(f"profiling {len(blocks)} unique {sp.name} blocks on {dev.name} -> {out}")
         if limit is not None:

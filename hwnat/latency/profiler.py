@@ -77,7 +77,7 @@ def profile_blocks(space: SearchSpace, device: Device, blocks: Iterable[BlockSpe
     Returns the complete table. Raises what the device raises (``DeviceError``), after saving.
     """
     out = Path(out)
-    table = open_table(out, space, device)
+    table = open_table(out, space, device)  # validated before anything is measured
     blocks = list(blocks)
     todo = [b for b in blocks if b.key not in table.entries]
     done = len(blocks) - len(todo)

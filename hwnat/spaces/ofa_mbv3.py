@@ -164,6 +164,13 @@ class OFAMobileNetV3Space(SearchSpace):
         g[:, 46] = rng.choice([SUPPORTED_WIDTHS.index(w) for w in self.widths], size=n)
         return g
 
+    def mutate(self, arch: OFAArch, rng, prob: float = 0.1) -> OFAArch:
+        """Base mutation, then resolution and width kept within this space's search settings."""
+        out = super().mutate(arch, rng, prob)
+        r = out.r if out.r in self.resolutions else min(self.resolutions, key=lambda x: abs(x - out.r))
+        w = out.w if out.w in self.widths else arch.w if arch.w in self.widths else self.widths[0]
+        return OFAArch(out.ks, out.e, out.d, r, w)
+
     # ---- latency structure ---------------------------------------------------------------------
     @cached_property
     def _slot_table(self) -> list[BlockSpec | None]:

@@ -1,0 +1,233 @@
+"""``hwnat bench``: CI regression checks of device latencies (run a suite, compare with a baseline,
+keep baselines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hwnat.cli._common import echo_json, err, json_option
+from hwnat.errors import BadInputError, CheckFailedError
+
+
+@click.group()
+def bench() -> None:
+    """Measure a fixed suite of models and catch latency regressions.
+
+    \b
+    Example:
+      hwnat bench run --suite default --out candidate.json
+      hwnat bench compare baseline.json candidate.json --threshold 5% --markdown summary.md
+    """
+
+
+@bench.command("run")
+@click.option("--suite", "suite_path", required=True,
+              help="Suite YAML file, or the name of a shipped suite (benchmarks/suites/NAME.yaml).")
+@click.option("--device", "-d", "device", default=None,
+              help="Device name or YAML path; default: the suite's `device`.")
+@click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Result JSON to write (every raw sample, the protocol and the fingerprint).")
+@click.option("--rounds", type=click.IntRange(3, 1000), default=None,
+              help="Interleaved passes over the entries; default: the suite's `rounds`.")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep exported models here and reuse them on the next run (default: a temp dir).")
+@click.option("--commit", default=None, help="Git commit to record; default: $GITHUB_SHA or `git rev-parse HEAD`.")
+@json_option
+def run_cmd(suite_path: str, device: str | None, out: Path, rounds: int | None, work_dir: Path | None,
+            commit: str | None, as_json: bool) -> None:
+    """Measure every entry of a suite and write the result file.
+
+    Entries are interleaved: each of ROUNDS passes times every entry once (shuffled order, fresh
+    runtime session, warm-up, one timed round). Progress goes to stderr, a summary to stdout.
+
+    \b
+    Example:
+      hwnat bench run --suite benchmarks/suites/default.yaml --device cpu --out result.json
+    """
+    from hwnat.bench.run import run_suite
+    from hwnat.bench.suite import load_suite
+
+    loaded = load_suite(suite_path)
+    n = len(loaded.suite.entries)
+    seen = {"done": 0}
+
+    def progress(k: int, passes: int, name: str, median_ms: float) -> None:
+        seen["done"] += 1
+        err(f"[pass {k + 1}/{passes} {seen['done']}/{passes * n}] {name}: {median_ms:.3f} ms")
+
+    err(f"bench {loaded.suite.name}: {n} entries x {rounds or loaded.suite.rounds} passes on "
+        f"{device or loaded.suite.device}")
+    res = run_suite(loaded, device=device, rounds=rounds, out=out, work_dir=work_dir, commit=commit,
+                    progress=progress)
+    rows = []
+    for e in res.entries:
+        import numpy as np
+
+        meds = np.array([np.median(r) for r in e.rounds_ms])
+        rows.append({"entry": e.name, "median_ms": float(np.median(meds)),
+                     "round_spread": float((meds.max() - meds.min()) / np.median(meds)),
+                     "rounds": len(meds), "samples": int(sum(len(r) for r in e.rounds_ms))})
+    if as_json:
+        echo_json({"out": str(out), "wall_s": res.wall_s, "entries": rows})
+        return
+    width = max(len(r["entry"]) for r in rows)
+    click.echo(f"{'entry'.ljust(width)}  median ms  round spread  rounds  samples")
+    for r in rows:
+        click.echo(f"{r['entry'].ljust(width)}  {r['median_ms']:9.3f}  {r['round_spread']:12.1%}  "
+                   f"{r['rounds']:6d}  {r['samples']:7d}")
+    err(f"wrote {out} ({res.wall_s:.1f} s)")
+
+
+def _threshold(ctx, param, value):
+    from hwnat.bench.compare import parse_threshold
+
+    return parse_threshold(value)
+
+
+def _alpha(ctx, param, value):
+    from hwnat.bench.compare import parse_alpha
+
+    return parse_alpha(value)
+
+
+@bench.command("compare")
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@click.option("--threshold", default="5%", show_default=True, callback=_threshold,
+              help="Smallest slowdown that counts: the whole confidence interval must lie above it.")
+@click.option("--alpha", default="0.01", show_default=True, callback=_alpha,
+              help="Significance level of the Mann-Whitney U test (interval confidence = 1 - alpha).")
+@click.option("--metric", type=click.Choice(["median", "p90"]), default="median", show_default=True,
+              help="Per-round statistic compared.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write a Markdown report (append it to $GITHUB_STEP_SUMMARY).")
+@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write JUnit XML: one testcase per entry.")
+@click.option("--allow-env-change", is_flag=True,
+              help="Compare even when the fingerprints differ (CPU, runtime version, threads...).")
+@click.option("--allow-missing", is_flag=True,
+              help="Do not fail (exit 2) when baseline entries are missing from the candidate.")
+@json_option
+def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float, metric: str,
+                markdown_path: Path | None, junit_path: Path | None, allow_env_change: bool,
+                allow_missing: bool, as_json: bool) -> None:
+    """Compare a candidate result with a baseline, entry by entry.
+
+    BASELINE is a result file or a baseline directory (`bench baseline save --dir`); for a directory the
+    newest baseline of the candidate's suite from a comparable environment is used.
+
+    An entry regresses only when the change is significant (Mann-Whitney U, p < ALPHA) AND its
+    distribution-free confidence interval lies entirely above THRESHOLD. Exit 0: no regression; 1: a
+    regression; 2: bad input (unreadable or foreign files, different suites or environments, missing
+    entries); 3: device failure.
+
+    \b
+    Example:
+      hwnat bench compare baselines/ result.json --threshold 5% --alpha 0.01 --junit bench.xml
+    """
+    from hwnat.bench.compare import compare_results
+    from hwnat.bench.report import junit_xml, markdown, text_table
+    from hwnat.bench.store import latest_baseline_for, load_result
+    from hwnat.export.onnx import write_atomic
+
+    cand = load_result(candidate)
+    if baseline.is_dir():
+        found = latest_baseline_for(baseline, cand)
+        err(f"baseline: {found.path} (commit {found.commit}, saved {found.saved_at})")
+        baseline = found.path
+    base = load_result(baseline)
+    comp = compare_results(base, cand, threshold=threshold, alpha=alpha, metric=metric,
+                           allow_env_change=allow_env_change)
+    if markdown_path is not None:
+        write_atomic(markdown_path, markdown(comp).encode())
+    if junit_path is not None:
+        write_atomic(junit_path, junit_xml(comp).encode())
+    if as_json:
+        echo_json(comp.to_dict())
+    else:
+        click.echo(text_table(comp))
+    missing = ", ".join(e.name for e in comp.missing)
+    if comp.regressed:
+        raise CheckFailedError("regression in " + "; ".join(
+            f"{e.name} ({e.change:+.1%}, interval {e.ci_low:+.1%}..{e.ci_high:+.1%}, p={e.p_value:.1e})"
+            for e in comp.regressed) + (f"; also missing: {missing}" if missing else ""))
+    if missing and not allow_missing:
+        raise BadInputError(f"{candidate}: entries of the baseline are missing: {missing} "
+                            "(use --allow-missing to accept)")
+
+
+@bench.group("baseline")
+def baseline_group() -> None:
+    """Keep accepted results per device fingerprint, suite and git commit.
+
+    \b
+    Example:
+      hwnat bench baseline save result.json --dir /var/lib/hwnat-baselines
+      hwnat bench baseline show --dir /var/lib/hwnat-baselines --suite default
+    """
+
+
+@baseline_group.command("save")
+@click.argument("result", type=click.Path(path_type=Path))
+@click.option("--dir", "store", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Baseline directory (created if needed).")
+@click.option("--commit", default=None, help="Commit to file it under; default: the one the result recorded.")
+@click.option("--force", is_flag=True, help="Replace an existing baseline of the same commit.")
+@json_option
+def baseline_save(result: Path, store: Path, commit: str | None, force: bool, as_json: bool) -> None:
+    """Store RESULT as the baseline of its suite, device fingerprint and commit.
+
+    \b
+    Example:
+      hwnat bench baseline save result.json --dir baselines/ --commit "$GITHUB_SHA"
+    """
+    from hwnat.bench.store import save_baseline
+
+    b = save_baseline(result, store, commit=commit, force=force)
+    if as_json:
+        echo_json(b.row())
+    else:
+        click.echo(str(b.path))
+
+
+@baseline_group.command("show")
+@click.option("--dir", "store", required=True, type=click.Path(path_type=Path), help="Baseline directory.")
+@click.option("--suite", default=None, help="Only this suite.")
+@click.option("--device", default=None, help="Only this device name.")
+@click.option("--commit", default=None, help="Only this commit (a prefix is enough).")
+@click.option("--like", "like", type=click.Path(path_type=Path), default=None,
+              help="Only baselines comparable with this result (same suite and environment).")
+@click.option("--latest", is_flag=True, help="Print only the path of the newest match (exit 2 if none).")
+@json_option
+def baseline_show(store: Path, suite: str | None, device: str | None, commit: str | None, like: Path | None,
+                  latest: bool, as_json: bool) -> None:
+    """List stored baselines, newest first.
+
+    \b
+    Example:
+      hwnat bench baseline show --dir baselines/ --like result.json --latest
+    """
+    from hwnat.bench.store import fingerprint_key, list_baselines, load_result
+
+    fp_key = None
+    if like is not None:
+        r = load_result(like)
+        suite, fp_key = suite or r.suite.name, fingerprint_key(r.fingerprint)
+    found = list_baselines(store, suite=suite, device=device, fp_key=fp_key, commit=commit)
+    if latest:
+        if not found:
+            raise BadInputError(f"{store}: no baseline matches")
+        click.echo(str(found[0].path))
+        return
+    if as_json:
+        echo_json([b.row() for b in found])
+        return
+    if not found:
+        err(f"{store}: no baselines match")
+        return
+    click.echo("saved_at                   suite            device-environment        commit        entries")
+    for b in found:
+        click.echo(f"{b.saved_at:<26} {b.suite:<16} {b.device + '-' + b.fingerprint_key:<25} "
+                   f"{b.commit[:12]:<13} {b.entries}")
