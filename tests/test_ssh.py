@@ -142,7 +142,7 @@ def test_models_are_pushed_once_and_workdir_is_removed(sshd, sshd_device, tmp_pa
 def test_hostile_workdir_and_model_name(sshd, tmp_path):
     canary = tmp_path / "pwned"
     parent = tmp_path / f"w o;$(touch {canary})`touch {canary}`'q\"&x"
-    parent.mkdir()
+    parent.mkdir(parents=True)
     dev_file = sshd.device_yaml(tmp_path / "hostile.yaml", transport={"workdir": str(parent)})
     model = conv_model(tmp_path / f"m $(touch {canary});'`.onnx", layers=1)
     with open_device(str(dev_file)) as dev:

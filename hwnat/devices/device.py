@@ -56,6 +56,7 @@ class LocalDevice(Device):
         from hwnat.devices.runtimes import get_runtime
 
         self.runtime = get_runtime(spec.runtime)
+        self.runtime.check()
         self._fp: dict | None = None
 
     @property

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 
@@ -210,8 +211,8 @@ def build_command(model_path: str, runtime, protocol, *, executable: str | None 
     if protocol.runs > 0:
         argv = [exe, "-m", "times", "-r", str(protocol.rounds * protocol.runs)]
     else:
-        seconds = max(1, -(-protocol.rounds * protocol.min_round_s // 1))
-        argv = [exe, "-m", "duration", "-t", str(int(seconds))]
+        seconds = max(1, math.ceil(protocol.rounds * protocol.min_round_s))
+        argv = [exe, "-m", "duration", "-t", str(seconds)]
     argv += ["-x", str(runtime.threads)]
     prov = runtime.provider or "CPUExecutionProvider"
     short = _PROVIDERS.get(prov, prov.lower())

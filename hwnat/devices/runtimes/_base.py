@@ -68,6 +68,11 @@ class Runtime(ABC):
     def load(self, model_path: str, input_shape: tuple[int, ...]) -> Loaded:
         """Load a model and bind an input of ``input_shape`` (float32 random)."""
 
+    def check(self) -> None:
+        """Raise ``DeviceError`` now when the runtime cannot work (missing package or provider), so a
+        long job fails before it starts rather than at its first model."""
+        self.version()
+
     def info(self) -> dict:
         """What the fingerprint records about this runtime."""
         return {"runtime": self.name, "runtime_version": self.version(), "threads": self.spec.threads,

@@ -26,6 +26,13 @@ class OnnxRuntime(Runtime):
         p = self.spec.provider or "CPUExecutionProvider"
         return [p] if p == "CPUExecutionProvider" else [p, "CPUExecutionProvider"]
 
+    def check(self) -> None:
+        ort = self._ort()
+        missing = [p for p in self.providers() if p not in ort.get_available_providers()]
+        if missing:
+            raise DeviceError(f"ONNX Runtime {ort.__version__} has no {', '.join(missing)}; available: "
+                              f"{', '.join(ort.get_available_providers())}")
+
     def load(self, model_path: str, input_shape: tuple[int, ...]) -> Loaded:
         ort = self._ort()
         so = ort.SessionOptions()
@@ -34,11 +41,8 @@ class OnnxRuntime(Runtime):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
+        self.check()
         wanted = self.providers()
-        missing = [p for p in wanted if p not in ort.get_available_providers()]
-        if missing:
-            raise DeviceError(f"ONNX Runtime {ort.__version__} has no {', '.join(missing)}; available: "
-                              f"{', '.join(ort.get_available_providers())}")
         try:
             sess = ort.InferenceSession(str(model_path), so, providers=wanted)
         except Exception as e:  # onnxruntime raises its own untyped errors
