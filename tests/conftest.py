@@ -116,7 +116,10 @@ def sshd(tmp_path_factory) -> Sshd:
         f"AuthorizedKeysFile {d / 'authorized_keys'}", f"PidFile {d / 'sshd.pid'}",
         "UsePAM no", "StrictModes no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "PubkeyAuthentication yes", "PermitRootLogin prohibit-password", "MaxStartups 50",
-        "MaxSessions 50", "LogLevel INFO", ""]))
+        "MaxSessions 50", "LogLevel INFO",
+        # bash sources ~/.bashrc for commands arriving over ssh unless SHLVL says it is nested; a slow
+        # .bashrc (pyenv init here) would cost ~0.3 s per remote command and nothing else
+        "SetEnv SHLVL=1", ""]))
     known = d / "known_hosts"
     key_type, key = Path(f"{host_key}.pub").read_text().split()[:2]
     known.write_text(f"[127.0.0.1]:{port} {key_type} {key}\n")

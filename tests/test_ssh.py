@@ -144,7 +144,7 @@ def test_hostile_workdir_and_model_name(sshd, tmp_path):
     parent = tmp_path / f"w o;$(touch {canary})`touch {canary}`'q\"&x"
     parent.mkdir(parents=True)
     dev_file = sshd.device_yaml(tmp_path / "hostile.yaml", transport={"workdir": str(parent)})
-    model = conv_model(tmp_path / f"m $(touch {canary});'`.onnx", layers=1)
+    model = conv_model(tmp_path / "m $(touch pwned);'`\"x.onnx", layers=1)
     with open_device(str(dev_file)) as dev:
         m = dev.measure(str(model), INPUT_SHAPE, PROTOCOL.merged({"rounds": 2, "max_remeasure": 0}))
         workdir = Path(dev.workdir)
@@ -182,7 +182,7 @@ def test_unreachable_port_exits_3(sshd, tmp_path, capsys, monkeypatch):
 
     dev_file = sshd.device_yaml(tmp_path / "down.yaml", transport={"port": free_port(), "retries": 2})
     delays = []
-    monkeypatch.setattr(ssh_mod.time, "sleep", delays.append)
+    monkeypatch.setattr(ssh_mod, "_sleep", delays.append)
     with pytest.raises(SystemExit) as e:
         main(["devices", "check", str(dev_file)])
     assert e.value.code == 3
@@ -196,7 +196,7 @@ def test_unknown_host_key_is_refused_without_retry(sshd, tmp_path, monkeypatch):
     empty.write_text("")
     dev_file = sshd.device_yaml(tmp_path / "nokey.yaml", transport={"known_hosts_file": str(empty),
                                                                     "retries": 3})
-    monkeypatch.setattr(ssh_mod.time, "sleep", lambda s: pytest.fail("retried a host-key failure"))
+    monkeypatch.setattr(ssh_mod, "_sleep", lambda s: pytest.fail("retried a host-key failure"))
     with pytest.raises(DeviceError, match="Host key verification failed"):
         with open_device(str(dev_file)) as dev:
             dev.check()

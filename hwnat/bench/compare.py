@@ -294,8 +294,11 @@ class EnvironmentMismatch(BadInputError):
 
 
 def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01, metric: str = "median",
-                    allow_env_change: bool = False) -> Comparison:
+                    allow_env_change: bool = False, include_contended: bool = False) -> Comparison:
     """Compare two ``BenchResult`` s entry by entry (matched by name).
+
+    Rounds the run marked ``contended`` (another process kept the runtime waiting for a CPU) are left
+    out unless ``include_contended``; an entry left with too few rounds is ``insufficient data``.
 
     Raises:
         BadInputError: different suites, or (``EnvironmentMismatch``) different environments unless
@@ -319,6 +322,12 @@ def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01,
         if not r.complete:
             warnings.append(f"the {label} run did not finish ({r.source}); its missing rounds count as "
                             "missing data")
+        n_cont = sum(len(e.contended_rounds()) for e in r.entries)
+        if n_cont:
+            n_all = sum(len(e.rounds_ms) for e in r.entries)
+            warnings.append(f"the {label} run had {n_cont} of {n_all} rounds contended (another process "
+                            "kept the runtime waiting for a CPU); they are "
+                            + ("included (--include-contended)" if include_contended else "left out"))
         throttled = [e.name for e in r.entries if e.throttled_rounds()]
         if throttled:
             warnings.append(f"the {label} run saw thermal throttling or frequency drops in: "
@@ -344,11 +353,18 @@ def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01,
                                        note="not in the baseline"))
             continue
         changed = bool(be.model_sha256 and ce.model_sha256 and be.model_sha256 != ce.model_sha256)
-        res = compare_samples(name, round_values(be.rounds_ms, metric), round_values(ce.rounds_ms, metric),
+        br = be.rounds_ms if include_contended else be.clean_rounds_ms()
+        cr = ce.rounds_ms if include_contended else ce.clean_rounds_ms()
+        res = compare_samples(name, round_values(br, metric), round_values(cr, metric),
                               threshold=threshold, alpha=alpha, model_changed=changed)
+        notes = [res.note] if res.note else []
+        dropped = len(be.rounds_ms) - len(br) + len(ce.rounds_ms) - len(cr)
+        if dropped:
+            notes.append(f"{dropped} contended round{'s' if dropped > 1 else ''} left out")
         if changed:
-            extra = "model file differs from the baseline's"
-            res = EntryComparison(**{**asdict(res), "note": f"{res.note}; {extra}" if res.note else extra})
+            notes.append("model file differs from the baseline's")
+        if len(notes) > (1 if res.note else 0):
+            res = EntryComparison(**{**asdict(res), "note": "; ".join(notes)})
         out.append(res)
     return Comparison(suite=base.suite.name, baseline=base.summary(), candidate=cand.summary(),
                       threshold=threshold, alpha=alpha, metric=metric, entries=out, env_diff=diff,

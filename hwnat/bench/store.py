@@ -63,6 +63,15 @@ class EntryResult(BaseModel):
                 raise ValueError(f"round {i} has a sample that is not a positive number of ms")
         return v
 
+    def contended_rounds(self) -> list[int]:
+        """Passes during which another process kept the runtime waiting for a CPU (see ``bench.run``)."""
+        return [i for i, info in enumerate(self.round_info) if info.get("contended")]
+
+    def clean_rounds_ms(self) -> list[list[float]]:
+        """The rounds that were not contended."""
+        bad = set(self.contended_rounds())
+        return [r for i, r in enumerate(self.rounds_ms) if i not in bad]
+
     def throttled_rounds(self) -> list[int]:
         """Passes during which the thermal guard saw throttling or a frequency drop."""
         return [i for i, info in enumerate(self.round_info) if info.get("throttled")]

@@ -77,7 +77,7 @@ class Suite(BaseModel):
     seed: int = Field(0, description="seed of the shuffles")
     cooldown_s: float = Field(0.0, ge=0, le=600, description="sleep between two timed entries")
     max_wait_frac: float = Field(
-        0.05, gt=0, le=1, description="local devices: a pass whose threads waited for a CPU (run queue) "
+        0.10, gt=0, le=1, description="local devices: a pass whose threads waited for a CPU (run queue) "
         "longer than this fraction of its wall time is contended (another process took the CPU)")
     contention_retries: int = Field(2, ge=0, le=20, description="re-time a contended pass this many times")
     contention_backoff_s: float = Field(0.25, ge=0, le=60, description="sleep before re-timing a contended pass")

@@ -107,12 +107,14 @@ def _alpha(ctx, param, value):
               help="Write JUnit XML: one testcase per entry.")
 @click.option("--allow-env-change", is_flag=True,
               help="Compare even when the fingerprints differ (CPU, runtime version, threads...).")
+@click.option("--include-contended", is_flag=True,
+              help="Also use rounds during which another process kept the runtime waiting for a CPU.")
 @click.option("--allow-missing", is_flag=True,
               help="Do not fail (exit 2) when baseline entries are missing from the candidate.")
 @json_option
 def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float, metric: str,
                 markdown_path: Path | None, junit_path: Path | None, allow_env_change: bool,
-                allow_missing: bool, as_json: bool) -> None:
+                include_contended: bool, allow_missing: bool, as_json: bool) -> None:
     """Compare a candidate result with a baseline, entry by entry.
 
     BASELINE is a result file or a baseline directory (`bench baseline save --dir`); for a directory the
@@ -139,7 +141,7 @@ def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float,
         baseline = found.path
     base = load_result(baseline)
     comp = compare_results(base, cand, threshold=threshold, alpha=alpha, metric=metric,
-                           allow_env_change=allow_env_change)
+                           allow_env_change=allow_env_change, include_contended=include_contended)
     if markdown_path is not None:
         write_atomic(markdown_path, markdown(comp).encode())
     if junit_path is not None:

@@ -9,6 +9,7 @@ with the same re-measure rule as ``hwnat.measure.runner``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -19,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import hwnat
+from hwnat.devices.agent.agent_main import HARNESS_DIRS, HARNESSES
 from hwnat.devices.device import Device
 from hwnat.devices.spec import DeviceSpec
 from hwnat.devices.transports import Transport, get_transport
@@ -77,6 +79,8 @@ class RemoteDevice(Device):
         self._hashes: dict[tuple, str] = {}        # (path, size, mtime_ns) -> sha256
         self._fp: dict | None = None
         self._check: dict | None = None
+        self._harness: str | None = None           # the harness's path on the device
+        self._runs = 0
 
     # -- configuration -------------------------------------------------------------------------------
 
@@ -165,12 +169,12 @@ class RemoteDevice(Device):
         ``protocol.max_remeasure`` times and the most stable attempt is kept (``extra["attempts"]``)."""
         protocol = protocol or self.spec.measure
         shape = tuple(int(s) for s in input_shape)
+        once = self._measure_agent if self.uses_agent else self._measure_harness
         best: Measurement | None = None
         attempts = 0
-        for attempts in range(1, protocol.max_remeasure + 2):
-            rounds, extra = (self._measure_agent if self.uses_agent else self._measure_harness)(
-                str(model_path), shape, protocol)
-            m = Measurement.from_rounds(rounds, protocol.unstable_tolerance, extra)
+        while attempts <= protocol.max_remeasure:
+            attempts += 1
+            m = once(str(model_path), shape, protocol)
             if best is None or _spread(m) < _spread(best):
                 best = m
             if not m.unstable:
@@ -178,6 +182,8 @@ class RemoteDevice(Device):
             log.debug("%s: unstable measurement (round medians %s), re-measuring", self.name,
                       m.round_medians_ms)
         assert best is not None
+        if not best.rounds_ms:  # a harness that prints only a summary
+            return dataclasses.replace(best, extra={**best.extra, "attempts": attempts})
         return Measurement.from_rounds(best.rounds_ms, protocol.unstable_tolerance,
                                        {**best.extra, "attempts": attempts})
 
@@ -215,7 +221,7 @@ class RemoteDevice(Device):
                             "cooldown_wait_s": self.spec.thermal.cooldown_wait_s},
                 "fingerprint": self._fp is None}
 
-    def _measure_agent(self, model_path, shape, protocol) -> tuple[list, dict]:
+    def _measure_agent(self, model_path, shape, protocol) -> Measurement:
         if self.spec.runtime.kind not in AGENT_RUNTIMES:
             raise DeviceError(f"{self.name}: the agent runs {', '.join(AGENT_RUNTIMES)}, not "
                               f"{self.spec.runtime.kind!r}; set runtime.harness (e.g. trtexec)")
@@ -236,32 +242,87 @@ class RemoteDevice(Device):
         rounds = out.get("rounds_ms")
         if not rounds or not all(isinstance(r, list) and r for r in rounds):
             raise DeviceError(f"{self.transport.host}: the agent returned no samples")
-        return rounds, dict(out.get("thermal") or {})
+        return Measurement.from_rounds(rounds, protocol.unstable_tolerance, dict(out.get("thermal") or {}))
 
-    def _measure_harness(self, model_path, shape, protocol) -> tuple[list, dict]:
-        """Run the native harness and parse its output (``hwnat.devices.parsers``)."""
-        try:
-            from hwnat.devices import parsers
-        except ImportError:
-            parsers = None
-        build = getattr(parsers, "build_command", None)
-        parse = getattr(parsers, "parse_output", None)
-        if build is None or parse is None:
-            # TODO(lead): wire the harness parsers' command builder and parser here once they exist
-            raise DeviceError(f"{self.name}: timing with the native harness "
-                              f"{self.spec.runtime.harness!r} needs hwnat.devices.parsers "
-                              "(build_command/parse_output), which this install lacks")
+    def _harness_exe(self) -> str:
+        """The native harness's path on the device: ``runtime.harness_path``, else PATH, else the usual
+        install directories (``/usr/src/tensorrt/bin`` on Jetson)."""
+        if self._harness is None:
+            rt = self.spec.runtime
+            if rt.harness_path:
+                self._harness = rt.harness_path
+            else:
+                found = self._which_harnesses([rt.harness]).get(rt.harness)
+                if not found:
+                    raise DeviceError(f"{self.transport.host}: the harness {rt.harness} is not on PATH or in "
+                                      f"{', '.join(HARNESS_DIRS)}; set runtime.harness_path")
+                self._harness = found
+        return self._harness
+
+    def _measure_harness(self, model_path, shape, protocol) -> Measurement:
+        """Run the native harness and read its output with ``hwnat.devices.parsers``. Raw per-run times
+        come from trtexec's ``--exportTimes`` and onnxruntime_perf_test's result file (grouped into the
+        protocol's rounds); benchmark_model prints only a summary (a summary-only ``Measurement``)."""
+        from hwnat.devices.parsers import HarnessOutputError, get_parser
+
+        rt = self.spec.runtime
+        parser = get_parser(rt.harness)
         remote = self.push_model(model_path)
-        argv = build(self.spec.runtime.harness, model=remote, input_shape=shape, runtime=self.spec.runtime,
-                     protocol=protocol, harness_path=self.spec.runtime.harness_path)
-        res = self.transport.run([*self.prefix_argv, *argv], timeout_s=self.run_timeout_s,
-                                 what=f"{self.spec.runtime.harness} on {Path(model_path).name}")
+        self._runs += 1
+        kw: dict = {"executable": self._harness_exe()}
+        times_remote = None
+        if parser.name == "trtexec":
+            times_remote = kw["export_times"] = f"{self.workdir}/times-{self._runs}.json"
+        elif parser.name == "onnxruntime_perf_test":
+            times_remote = kw["result_file"] = f"{self.workdir}/times-{self._runs}.txt"
+        argv = parser.build_command(remote, rt, protocol, **kw)
+        what = f"{parser.name} on {Path(model_path).name}"
+        res = self.transport.run([*self.prefix_argv, *argv], timeout_s=self.run_timeout_s, what=what)
         if res.rc != 0:
-            raise DeviceError(f"{self.transport.host}: {self.spec.runtime.harness} failed (exit {res.rc}): "
+            raise DeviceError(f"{self.transport.host}: {what} failed (exit {res.rc}): "
                               f"{_tail(res.stderr or res.stdout)}")
-        m = parse(self.spec.runtime.harness, res.stdout + "\n" + res.stderr)
-        rounds = getattr(m, "rounds_ms", None) or m["rounds_ms"]
-        return [list(r) for r in rounds], {"harness": self.spec.runtime.harness}
+        try:
+            parsed = parser.parse(res.stdout + "\n" + res.stderr)
+        except HarnessOutputError as e:
+            raise DeviceError(f"{self.transport.host}: {what}: unreadable output: {e}") from None
+        extra = {"harness": parser.name, "harness_version": parsed.version, "harness_layout": parsed.layout,
+                 "metric": parsed.metric}
+        if parsed.warnings:
+            extra["harness_warnings"] = list(parsed.warnings)
+        samples = self._pull_samples(parser.name, times_remote, parsed) if times_remote else ()
+        if not samples:
+            m = parsed.to_measurement(protocol.unstable_tolerance)
+            return dataclasses.replace(m, extra={**m.extra, **extra})
+        m = Measurement.from_rounds(_as_rounds(samples, protocol), protocol.unstable_tolerance, extra)
+        return dataclasses.replace(m, unstable=True) if parsed.unstable and not m.unstable else m
+
+    def _pull_samples(self, harness: str, remote: str, parsed) -> tuple[float, ...]:
+        """Per-run times from the harness's export file on the device (empty when unavailable)."""
+        from hwnat.devices.parsers import HarnessOutputError
+        from hwnat.devices.parsers.onnxruntime_perf_test import samples_from_result_file
+        from hwnat.devices.parsers.trtexec import samples_from_times_json
+
+        with tempfile.TemporaryDirectory(prefix="hwnat-times-") as d:
+            local = os.path.join(d, "times")
+            try:
+                self.transport.pull(remote, local)
+                text = Path(local).read_text(errors="replace")
+                self.transport.remove(remote)
+            except DeviceError as e:
+                log.warning("%s: no per-run times from %s (%s); using its summary", self.transport.host,
+                            harness, e)
+                return ()
+        try:
+            if harness == "trtexec":
+                samples = samples_from_times_json(text, parsed.metric)
+                if parsed.count and len(samples) > parsed.count:  # some versions export warm-up queries
+                    samples = samples[len(samples) - parsed.count:]
+                return samples
+            return samples_from_result_file(text)
+        except HarnessOutputError as e:
+            log.warning("%s: unreadable per-run times from %s (%s); using its summary", self.transport.host,
+                        harness, e)
+            return ()
 
     # -- fingerprint and check -----------------------------------------------------------------------
 
@@ -388,19 +449,32 @@ class RemoteDevice(Device):
         self._check = rep
         return rep
 
-    def _which_harnesses(self) -> dict:
-        from hwnat.devices.agent.agent_main import HARNESSES
-
+    def _which_harnesses(self, names=HARNESSES) -> dict:
+        """Where each named tool is on the device (PATH, then ``HARNESS_DIRS``), without Python."""
         out = {}
-        for h in HARNESSES:
-            res = self.transport.run(["sh", "-c", 'command -v "$1"', "sh", h])
-            out[h] = (res.stdout.strip() or None) if res.rc == 0 else None
+        for h in names:
+            # a constant script: the tool name and the directories arrive as positional parameters
+            res = self.transport.run(["sh", "-c", 'n="$1"; shift; command -v "$n" && exit 0; '
+                                      'for d in "$@"; do [ -x "$d/$n" ] && echo "$d/$n" && exit 0; done; '
+                                      'exit 1', "sh", h, *HARNESS_DIRS])
+            out[h] = (res.stdout.strip().splitlines() or [None])[-1] if res.rc == 0 else None
         return out
 
     def close(self) -> None:
         """Remove the remote work directory (models, agent) and stop the shared connection."""
         self._forget_remote_files()
         self.transport.close()
+
+
+def _as_rounds(samples, protocol: Protocol) -> list[list[float]]:
+    """Consecutive per-run times grouped into the protocol's rounds (``runs`` each when ``runs > 0``,
+    else ``rounds`` near-equal groups)."""
+    samples = list(samples)
+    if protocol.runs > 0:
+        size = protocol.runs
+    else:
+        size = max(1, -(-len(samples) // protocol.rounds))
+    return [samples[i:i + size] for i in range(0, len(samples), size)]
 
 
 def _spread(m: Measurement) -> float:
@@ -443,7 +517,6 @@ def _check_local(spec: DeviceSpec) -> dict:
     import platform
     import shutil
 
-    from hwnat.devices.agent.agent_main import HARNESSES
     from hwnat.devices.runtimes import get_runtime
     from hwnat.measure.fingerprint import local_fingerprint
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -232,15 +233,24 @@ class NASBench201Space(SearchSpace):
     def slots(self, genomes: np.ndarray) -> np.ndarray:
         """Genomes ``(n, 6)`` -> slot ids ``(n, 94)``: stem, 30 edge slots per stage, reductions, head."""
         g = self._check_genomes(genomes)
-        n = g.shape[0]
+        stage, edge, fixed = self._column_map
+        return np.where(fixed > 0, fixed, self._op_slot[stage, g[:, edge]])
+
+    @cached_property
+    def _column_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per slot column: its stage, its edge (genome position) and, for fixed blocks, their slot id."""
         stem, *reds, head = self._fixed
-        cols = [np.full((n, 1), stem, dtype=np.int64)]
+        stage, edge, fixed = [0], [0], [stem]
         for s in range(len(STAGES)):
             if s:
-                cols.append(np.full((n, 1), reds[s - 1], dtype=np.int64))
-            cols.append(np.tile(self._op_slot[s][g], (1, CELLS_PER_STAGE)))
-        cols.append(np.full((n, 1), head, dtype=np.int64))
-        return np.concatenate(cols, axis=1)
+                stage, edge, fixed = stage + [s], edge + [0], fixed + [reds[s - 1]]
+            for _ in range(CELLS_PER_STAGE):
+                stage += [s] * len(EDGES)
+                edge += list(range(len(EDGES)))
+                fixed += [0] * len(EDGES)
+        stage, edge, fixed = stage + [0], edge + [0], fixed + [head]
+        return (np.array(stage, dtype=np.int64), np.array(edge, dtype=np.int64),
+                np.array(fixed, dtype=np.int64))
 
     def all_blocks(self, resolution: int | Iterable[int] | None = None, **restrict: Any) -> list[BlockSpec]:
         """Every unique block (16). ``resolution`` is accepted for symmetry with other spaces; only 32 exists.

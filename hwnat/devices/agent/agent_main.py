@@ -115,7 +115,7 @@ def temperatures_c():
         t = _read(z + "/temp")
         kind = _read(z + "/type") or os.path.basename(z)
         if t and t.lstrip("-").isdigit():
-            out["%s:%s" % (os.path.basename(z), kind)] = int(t) / 1000.0
+            out[f"{os.path.basename(z)}:{kind}"] = int(t) / 1000.0
     return out
 
 
@@ -171,7 +171,7 @@ def android_state():
 def fingerprint():
     fp = {
         "host": platform.node(),
-        "os": "%s %s" % (platform.system(), platform.release()),
+        "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "cpu_model": cpu_model(),
         "logical_cores": os.cpu_count(),
@@ -216,7 +216,7 @@ def check():
             ort = importlib.import_module("onnxruntime")
             runtimes["onnxruntime_providers"] = list(ort.get_available_providers())
         except Exception as e:  # a broken install is worth reporting, not crashing on
-            runtimes["onnxruntime_error"] = "%s: %s" % (type(e).__name__, e)
+            runtimes["onnxruntime_error"] = f"{type(e).__name__}: {e}"
     harnesses = {}
     for h in HARNESSES:
         path = shutil.which(h)
@@ -250,8 +250,8 @@ def load_onnxruntime(model, shape, rt):
     wanted = [p] if p == "CPUExecutionProvider" else [p, "CPUExecutionProvider"]
     missing = [w for w in wanted if w not in ort.get_available_providers()]
     if missing:
-        raise RuntimeError("ONNX Runtime %s has no %s; available: %s" % (
-            ort.__version__, ", ".join(missing), ", ".join(ort.get_available_providers())))
+        raise RuntimeError(f"ONNX Runtime {ort.__version__} has no {', '.join(missing)}; available: "
+                           f"{', '.join(ort.get_available_providers())}")
     sess = ort.InferenceSession(model, so, providers=wanted)
     feed = {sess.get_inputs()[0].name: _input(shape)}
     outs = [o.name for o in sess.get_outputs()]
@@ -311,7 +311,7 @@ def measure(req):
     rt = req.get("runtime") or {}
     kind = rt.get("kind", "onnxruntime")
     if kind not in LOADERS:
-        raise RuntimeError("the agent cannot run runtime %r; it runs: %s" % (kind, ", ".join(sorted(LOADERS))))
+        raise RuntimeError(f"the agent cannot run runtime {kind!r}; it runs: {', '.join(sorted(LOADERS))}")
     run, info = LOADERS[kind](req["model"], [int(s) for s in req["input_shape"]], rt)
     thermal = req.get("thermal") or {}
     rec = {}
@@ -355,7 +355,7 @@ def main(argv=None):
     except Exception as e:  # everything becomes one JSON line the host can report
         sys.stderr.write(traceback.format_exc())
         print(json.dumps({"ok": False, "agent_protocol": AGENT_PROTOCOL,
-                          "error": "%s: %s" % (type(e).__name__, e)}))
+                          "error": f"{type(e).__name__}: {e}"}))
         return 1
     out.update(ok=True, agent_protocol=AGENT_PROTOCOL)
     print(json.dumps(out))

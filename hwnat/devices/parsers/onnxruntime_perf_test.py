@@ -61,6 +61,7 @@ _LABELS = ("Session creation time cost", "First inference time cost", "Total inf
            "Total time cost", "Total inference requests", "Total iterations", "Average inference time cost",
            "Average time cost", "Total inference run time", "Total run time",
            "Number of inferences per second", "Avg CPU usage", "Peak working set size", "Runs:")
+_REPEATED = ("avg_cpu_percent", "peak_working_set_bytes")
 _STAT = re.compile(rf"^(Min|Max|P50|P90|P95|P99|P999) Latency(?::\s*|\s+is\s+)({NUM})\s*(?:s|sec)$")
 _STAT_LIKE = re.compile(r"^(Min|Max|P\d+) Latency\b")
 _STAT_ORDER = ("Min", "Max", "P50", "P90", "P95", "P99", "P999")
@@ -101,10 +102,13 @@ def parse(text: str) -> ParsedRun:
         for rx, key in _LINES:
             m = rx.match(body)
             if m:
-                if key in vals:
+                v = to_float(m.group(1), lineno, raw, key)
+                # without a result file the tool repeats CPU usage and working set ("Avg CPU usage:97");
+                # any other repeat means several runs were pasted into one text
+                if key in vals and not (key in _REPEATED and vals[key] == v):
                     raise HarnessOutputError(f"a second {key!r} line: this text holds more than one run; "
                                              "split it", lineno, raw)
-                vals[key] = to_float(m.group(1), lineno, raw, key)
+                vals[key] = v
                 at[key] = (lineno, raw)
                 break
         else:
@@ -134,8 +138,10 @@ def parse(text: str) -> ParsedRun:
     layout = "2020+" if "session_creation_s" in vals or "Average inference time cost" in at["mean_ms"][1] \
         else "2019"
     if stats:
-        layout += "+statistics"
+        layout += "/statistics"
     extra = {k: v for k, v in vals.items() if k not in ("mean_ms", "count", "runs", "first_inference_ms")}
+    if "peak_working_set_bytes" in extra:
+        extra["peak_working_set_bytes"] = int(extra["peak_working_set_bytes"])
     warmup = {"runs": 1}
     if "first_inference_ms" in vals:
         warmup["first_ms"] = vals["first_inference_ms"]

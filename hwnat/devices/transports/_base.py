@@ -181,7 +181,7 @@ class Transport(ABC):
             self._closed = True
             self._release()
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027 - an optional hook: most transports hold no connection
         """Drop connections (after the work directories are gone)."""
 
     def __enter__(self):

@@ -53,6 +53,8 @@ _PERMANENT = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATIO
                         r"Permission denied|Could not resolve hostname|"
                         r"Bad configuration option|no argument after keyword|Too many authentication",
                         re.IGNORECASE)
+_sleep = time.sleep  # module-level so tests can replace it
+
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 
 
@@ -85,7 +87,6 @@ class SshTransport(Transport):
                 raise BadInputError(f"transport.{field}: {value!r} is not a valid ssh {field} name")
         self._ctl_dir: str | None = None
         self._closing = False
-        self.sleep = time.sleep  # replaced in tests
 
     @property
     def host(self) -> str:
@@ -143,7 +144,7 @@ class SshTransport(Transport):
             if attempt < attempts:
                 log.warning("%s: connection failed (%s); retry %d/%d in %.1f s", self.host, msg, attempt,
                             attempts - 1, delay)
-                self.sleep(delay)
+                _sleep(delay)
                 delay = min(2 * delay, BACKOFF_MAX_S)
         raise DeviceError(f"{self.host}: cannot connect (running {argv[0]}; {attempts} attempt"
                           f"{'s' if attempts > 1 else ''}): {msg}")
