@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner
+from _hw import one_line_error, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
-from hwnat.cli.main import cli, main
 from hwnat.devices.device import LocalDevice, open_device
 from hwnat.devices.remote import RemoteDevice
 from hwnat.devices.spec import load_device
@@ -151,43 +150,40 @@ def test_hostile_workdir_and_model_name(sshd, tmp_path):
         assert workdir.parent == parent and workdir.is_dir()
     assert m.n > 0
     assert not workdir.exists() and list(parent.iterdir()) == []
-    assert not canary.exists()
+    assert not canary.exists() and not (Path.home() / "pwned").exists()  # remote commands start in ~
 
 
 def test_devices_check_cli(sshd_device):
-    res = CliRunner().invoke(cli, ["devices", "check", str(sshd_device)])
-    assert res.exit_code == 0, res.output
     import onnxruntime
 
+    res = run_cli(["devices", "check", sshd_device])
+    assert res.exit_code == 0, res.output
     assert f"onnxruntime {onnxruntime.__version__}" in res.output
     assert "nothing: ready" in res.output
-    res = CliRunner().invoke(cli, ["devices", "check", str(sshd_device), "--json"])
+    res = run_cli(["devices", "check", sshd_device, "--json"])
     assert res.exit_code == 0, res.output
-    rep = json.loads(res.output)
+    rep = json.loads(res.stdout)
     assert rep["reachable"] and rep["python"] and rep["missing"] == []
     assert rep["fingerprint"]["logical_cores"] == os.cpu_count()
 
 
-def test_check_reports_missing_runtime_with_exit_3(sshd, tmp_path, capsys):
+def test_check_reports_missing_runtime_with_exit_3(sshd, tmp_path):
     dev_file = sshd.device_yaml(tmp_path / "litert.yaml", runtime={"kind": "litert", "threads": 1})
-    with pytest.raises(SystemExit) as e:
-        main(["devices", "check", str(dev_file)])
-    assert e.value.code == 3
-    out, err = capsys.readouterr()
-    assert "missing" in out and "ai-edge-litert" in err
+    res = run_cli(["devices", "check", dev_file])
+    assert res.exit_code == 3
+    assert "missing" in res.stdout and "ai-edge-litert" in one_line_error(res)
 
 
-def test_unreachable_port_exits_3(sshd, tmp_path, capsys, monkeypatch):
+def test_unreachable_port_exits_3(sshd, tmp_path, monkeypatch):
     from conftest import free_port
 
     dev_file = sshd.device_yaml(tmp_path / "down.yaml", transport={"port": free_port(), "retries": 2})
     delays = []
     monkeypatch.setattr(ssh_mod, "_sleep", delays.append)
-    with pytest.raises(SystemExit) as e:
-        main(["devices", "check", str(dev_file)])
-    assert e.value.code == 3
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "cannot connect" in err[0] and "127.0.0.1" in err[0], err
+    res = run_cli(["devices", "check", dev_file])
+    assert res.exit_code == 3
+    err = one_line_error(res)
+    assert "cannot connect" in err and "127.0.0.1" in err, err
     assert delays == [0.5, 1.0]  # bounded retries with exponential backoff
 
 
@@ -215,3 +211,116 @@ def test_dropped_connection_is_retried(sshd, sshd_device):
         res = t.run(["echo", "again"], check=True)  # reconnects (new master) transparently
         assert res.stdout == "again\n"
         assert t.run(["sh", "-c", "exit 7"]).rc == 7  # remote exit codes come through
+
+
+# trtexec 8.6+ output in its documented form: 3 warm-up queries, 12 timed ones
+TRTEXEC_LOG = """\
+&&&& RUNNING TensorRT.trtexec [TensorRT v8601] # trtexec --onnx=m.onnx
+[06/26/2023-11:30:48] [I] Starting inference
+[06/26/2023-11:30:51] [I] Warmup completed 3 queries over 200 ms
+[06/26/2023-11:30:51] [I] Timing trace has 12 queries over 0.05 s
+[06/26/2023-11:30:51] [I]
+[06/26/2023-11:30:51] [I] === Performance summary ===
+[06/26/2023-11:30:51] [I] Throughput: 234.19 qps
+[06/26/2023-11:30:51] [I] Latency: min = 4.1 ms, max = 4.5 ms, mean = 4.2 ms, median = 4.2 ms, percentile(90%) = 4.4 ms, percentile(95%) = 4.45 ms, percentile(99%) = 4.5 ms
+[06/26/2023-11:30:51] [I] GPU Compute Time: min = 4.0 ms, max = 4.4 ms, mean = 4.1 ms, median = 4.1 ms, percentile(90%) = 4.3 ms, percentile(95%) = 4.35 ms, percentile(99%) = 4.4 ms
+[06/26/2023-11:30:51] [I] Enqueue Time: min = 1.2 ms, max = 1.9 ms, mean = 1.5 ms, median = 1.5 ms, percentile(90%) = 1.8 ms, percentile(95%) = 1.85 ms, percentile(99%) = 1.9 ms
+[06/26/2023-11:30:51] [I] H2D Latency: min = 0.03 ms, max = 0.05 ms, mean = 0.03 ms, median = 0.03 ms, percentile(90%) = 0.04 ms, percentile(95%) = 0.04 ms, percentile(99%) = 0.05 ms
+[06/26/2023-11:30:51] [I] D2H Latency: min = 0.02 ms, max = 0.03 ms, mean = 0.02 ms, median = 0.02 ms, percentile(90%) = 0.03 ms, percentile(95%) = 0.03 ms, percentile(99%) = 0.03 ms
+[06/26/2023-11:30:51] [I] Total Host Walltime: 0.05 s
+[06/26/2023-11:30:51] [I] Total GPU Compute Time: 0.049 s
+&&&& PASSED TensorRT.trtexec [TensorRT v8601] # trtexec --onnx=m.onnx
+"""
+
+FAKE_TRTEXEC = r'''#!{python}
+import json, sys
+args = sys.argv[1:]
+with open({argv_log!r}, "a") as f:
+    f.write(json.dumps(args) + "\n")
+export = [a.split("=", 1)[1] for a in args if a.startswith("--exportTimes=")][0]
+warm = [{{"computeMs": 9.0, "latencyMs": 9.5}}] * 3  # some versions export warm-up queries too
+timed = [{{"computeMs": 4.0 + 0.01 * i, "latencyMs": 4.1 + 0.01 * i}} for i in range(12)]
+with open(export, "w") as f:
+    json.dump(warm + timed, f)
+sys.stdout.write({log!r})
+'''
+
+
+def test_trtexec_harness_over_ssh(sshd, tmp_path):
+    """A Jetson-like device without the agent: trtexec runs, its log is parsed, and the per-query times
+    from --exportTimes become the raw samples (warm-up queries dropped)."""
+    bindir = tmp_path / "tensor rt $(touch pwned)"
+    bindir.mkdir()
+    exe = bindir / "trtexec"
+    argv_log = tmp_path / "trtexec-argv.jsonl"
+    exe.write_text(FAKE_TRTEXEC.format(python=sys.executable, argv_log=str(argv_log), log=TRTEXEC_LOG))
+    exe.chmod(0o755)
+    dev_file = sshd.device_yaml(tmp_path / "jetson.yaml", transport={"python": ""},
+                                runtime={"kind": "tensorrt", "precision": "fp16", "harness": "trtexec",
+                                         "harness_path": str(exe)})
+    model = conv_model(tmp_path / "subnet.onnx", layers=1)
+    with open_device(str(dev_file)) as dev:
+        m = dev.measure(str(model), INPUT_SHAPE, Protocol(rounds=3, runs=4, max_remeasure=0))
+        work = Path(dev.workdir)
+        assert list(work.glob("times-*")) == []  # the export file is removed once read
+        fp = dev.fingerprint()
+        rep = dev.check()
+    assert [len(r) for r in m.rounds_ms] == [4, 4, 4]
+    assert m.samples_ms.max() < 5 and m.median_ms == pytest.approx(4.055)
+    assert m.extra["harness"] == "trtexec" and m.extra["harness_version"] == "8.6.1"
+    argv = json.loads(argv_log.read_text().splitlines()[0])
+    assert argv[0].startswith("--onnx=") and argv[0].endswith(".onnx") and "--fp16" in argv
+    assert "--iterations=12" in argv and any(a.startswith("--exportTimes=") for a in argv)
+    assert fp["transport"] == "ssh" and fp["runtime"] == "tensorrt" and fp["logical_cores"] == os.cpu_count()
+    assert rep["python"] is None and rep["harness_path"] == str(exe) and rep["ok"], rep["missing"]
+    assert not work.exists() and not (Path.home() / "pwned").exists()  # remote commands start in ~
+
+
+def test_devices_list_show_and_help(sshd, sshd_device, monkeypatch):
+    monkeypatch.setenv("HWNAT_DEVICES_PATH", str(Path(sshd_device).parent))
+    res = run_cli(["devices", "list"])
+    assert res.exit_code == 0, res.output
+    row = [ln for ln in res.stdout.splitlines() if ln.startswith("loopback-ssh ")]
+    assert row and f"ssh {sshd.user}@127.0.0.1:{sshd.port}" in row[0] and "onnxruntime" in row[0]
+    assert any(ln.startswith("cpu ") for ln in res.stdout.splitlines())
+    rows = json.loads(run_cli(["devices", "list", "--json"]).stdout)
+    assert {"name", "transport", "runtime", "description"} <= set(rows[0])
+    res = run_cli(["devices", "show", "loopback-ssh"])
+    assert res.exit_code == 0 and "strict_host_key_checking: true" in res.stdout
+    assert json.loads(run_cli(["devices", "show", "loopback-ssh", "--json"]).stdout)["transport"]["port"] == sshd.port
+    assert run_cli(["devices", "show", "no-such-device"]).exit_code == 2
+    for cmd in (["devices"], ["devices", "list"], ["devices", "show"], ["devices", "check"]):
+        res = run_cli([*cmd, "--help"])
+        assert res.exit_code == 0 and res.stdout.strip().splitlines()[-1].strip().startswith("hwnat devices")
+
+
+def test_agent_is_self_contained(tmp_path):
+    """The pushed agent parses as Python 3.7, has the timing loop once, and runs where hwnat cannot be
+    imported (a poisoned ``hwnat`` package first on PYTHONPATH)."""
+    import ast
+    import subprocess
+
+    from hwnat.devices.agent import agent_source
+
+    src = agent_source()
+    ast.parse(src, feature_version=(3, 7))
+    assert src.count("def time_runs(") == 1 and src.startswith('"""The timing loop')
+    poison = tmp_path / "poison" / "hwnat"
+    poison.mkdir(parents=True)
+    (poison / "__init__.py").write_text("raise ImportError('hwnat must not be imported by the agent')\n")
+    agent = tmp_path / "agent.py"
+    agent.write_text(src)
+    model = conv_model(tmp_path / "m.onnx", layers=1)
+    req = {"model": str(model), "input_shape": list(INPUT_SHAPE), "runtime": {"kind": "onnxruntime"},
+           "timing": PROTOCOL.merged({"rounds": 2}).timing_kwargs(), "fingerprint": True}
+    env = {**os.environ, "PYTHONPATH": str(poison.parent)}
+    for args in (["--check"], ["--request", json.dumps(req)]):
+        p = subprocess.run([sys.executable, str(agent), *args], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=60)
+        out = json.loads(p.stdout)
+        assert p.returncode == 0 and out["ok"], p.stderr
+    assert len(out["rounds_ms"]) == 2 and out["info"]["runtime"] == "onnxruntime"
+    assert out["fingerprint"]["logical_cores"] == os.cpu_count()
+    bad = subprocess.run([sys.executable, str(agent), "--request", '{"model": "/nonexistent.onnx", '
+                          '"input_shape": [1], "timing": {}}'], capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and not json.loads(bad.stdout)["ok"]

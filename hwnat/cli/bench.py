@@ -11,15 +11,10 @@ from hwnat.cli._common import echo_json, err, json_option
 from hwnat.errors import BadInputError, CheckFailedError
 
 
-@click.group()
+@click.group(epilog="\b\nExample:\n  hwnat bench run --suite default --out candidate.json\n"
+                    "  hwnat bench compare baseline.json candidate.json --threshold 5% --markdown summary.md")
 def bench() -> None:
-    """Measure a fixed suite of models and catch latency regressions.
-
-    \b
-    Example:
-      hwnat bench run --suite default --out candidate.json
-      hwnat bench compare baseline.json candidate.json --threshold 5% --markdown summary.md
-    """
+    """Measure a fixed suite of models and catch latency regressions (see docs/ci.md)."""
 
 
 @bench.command("run")
@@ -160,15 +155,10 @@ def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float,
                             "(use --allow-missing to accept)")
 
 
-@bench.group("baseline")
+@bench.group("baseline", epilog="\b\nExample:\n  hwnat bench baseline save result.json --dir baselines/\n"
+                                 "  hwnat bench baseline show --dir baselines/ --suite default")
 def baseline_group() -> None:
-    """Keep accepted results per device fingerprint, suite and git commit.
-
-    \b
-    Example:
-      hwnat bench baseline save result.json --dir /var/lib/hwnat-baselines
-      hwnat bench baseline show --dir /var/lib/hwnat-baselines --suite default
-    """
+    """Keep accepted results per device fingerprint, suite and git commit."""
 
 
 @baseline_group.command("save")

@@ -196,7 +196,8 @@ class RemoteDevice(Device):
             res = self.transport.run([*self.prefix_argv, *py, self._agent_path(), *args],
                                      timeout_s=self.run_timeout_s, what=what)
             out = _last_json(res.stdout)
-            if out is None and attempt == 1 and re.search(r"can't open file|No such file", res.stderr):
+            # Python's own message when the script is gone (the device rebooted or /tmp was wiped)
+            if out is None and attempt == 1 and res.rc != 127 and "can't open file" in res.stderr:
                 log.warning("%s: the work directory vanished; pushing again", self.transport.host)
                 self._forget_remote_files()
                 continue

@@ -52,7 +52,7 @@ _PREFIX = re.compile(r"^\s*(?:(INFO|WARNING|WARN|ERROR|VERBOSE|DEBUG):\s*)?")
 _RUNNING = re.compile(rf"^Running benchmark for at least (\d+) iterations and at least ({NUM}) seconds"
                       rf"(?: but terminate if exceeding ({NUM}) seconds)?\.?$")
 _COUNT = re.compile(r"^count=(\d+)(.*)$")
-_TOKEN = re.compile(rf"^(first|curr|min|max|avg|std|p5|median|p95)=({NUM}|nan|-?inf)(\(all same\))?$")
+_TOKEN = re.compile(rf"^(first|curr|min|max|avg|std|p5|median|p95)=({NUM}|nan|-?inf)(\(all_same\))?$")
 _CURRENT_END = re.compile(rf"^Inference timings in us: Init: ({NUM}), First inference: ({NUM}), "
                           rf"Warmup \(avg\): ({NUM}|nan), Inference \(avg\): ({NUM}|nan)$")
 _OLD_END = re.compile(rf"^Average inference timings in us: Warmup: ({NUM}|nan), Init: ({NUM}), "
@@ -69,9 +69,11 @@ def _split(line: str) -> tuple[str | None, str]:
 
 def _parse_count(body: str, lineno: int, line: str) -> dict:
     m = _COUNT.match(body)
+    if not m:
+        raise HarnessOutputError("malformed benchmark_model statistics line", lineno, line)
     n = int(m.group(1))
     vals: dict = {"count": n}
-    for tok in m.group(2).split():
+    for tok in m.group(2).replace("(all same)", "(all_same)").split():
         t = _TOKEN.match(tok)
         if not t:
             raise HarnessOutputError(f"unrecognised item {tok!r} in a benchmark_model statistics line",

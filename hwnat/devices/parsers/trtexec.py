@@ -286,6 +286,8 @@ def parse(text: str) -> ParsedRun:
                            ("gpu_compute", ("min", "max", "mean", "median"))):
             bv = block_vals.get(name)
             lacking = [k for k in need if bv is None or k not in bv]
+            if bv is not None and not bv["pct"]:
+                lacking.append("percentile")
             if lacking:
                 n, line = last_line(text)
                 head = {"latency": "Host Latency", "gpu_compute": "GPU Compute"}[name]

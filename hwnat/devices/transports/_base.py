@@ -8,7 +8,9 @@ one command line builds it with ``shlex.quote`` (``quote_argv``), never by pasti
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -189,6 +191,38 @@ class Transport(ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def run_local(cmd: list[str], *, host: str, timeout_s: float | None = None, stdin_path: str | None = None,
+              stdout_path: str | None = None, missing_hint: str = "",
+              missing_rc: int | None = None) -> tuple[int, str, str]:
+    """Run a local client program (``ssh``, ``adb``, or the command itself for ``local``).
+
+    Returns:
+        ``(exit status, stdout, stderr)`` decoded; stdout is empty when it went to ``stdout_path``;
+        ``missing_rc`` (e.g. 127) with no output when given and the program does not exist.
+
+    Raises:
+        DeviceError: the program is not installed (``missing_hint`` says how to get it), a file cannot be
+            opened, or ``timeout_s`` passed (naming ``host``).
+    """
+    try:
+        with open(stdin_path or os.devnull, "rb") as stdin, \
+                open(stdout_path or os.devnull, "wb") as sink:
+            p = subprocess.run(cmd, stdin=stdin, stdout=sink if stdout_path else subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=timeout_s)
+    except FileNotFoundError as e:
+        if e.filename in (stdin_path, stdout_path):
+            raise DeviceError(f"{host}: cannot open {e.filename}: {e.strerror}") from None
+        if missing_rc is not None:  # like a shell: "command not found"
+            return missing_rc, "", f"{cmd[0]}: command not found"
+        raise DeviceError(f"{host}: {cmd[0]!r} is not installed{missing_hint}") from None
+    except PermissionError as e:
+        raise DeviceError(f"{host}: cannot run or open {e.filename}: {e.strerror}") from None
+    except subprocess.TimeoutExpired:
+        raise DeviceError(f"{host}: {cmd[0]} did not finish within {timeout_s} s") from None
+    return (p.returncode, (p.stdout or b"").decode(errors="replace"),
+            (p.stderr or b"").decode(errors="replace"))
 
 
 def _tail(text: str, n: int = 400) -> str:

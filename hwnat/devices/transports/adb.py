@@ -10,11 +10,16 @@ Verified against a test double of ``adb`` only (no phone is attached to the mach
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 
-from hwnat.devices.transports._base import Result, Transport, _tail, quote_argv, register_transport
+from hwnat.devices.transports._base import (
+    Result,
+    Transport,
+    _tail,
+    quote_argv,
+    register_transport,
+    run_local,
+)
 from hwnat.errors import BadInputError, DeviceError
 
 # what adb itself (not the remote command) prints when the device cannot be used
@@ -50,25 +55,12 @@ class AdbTransport(Transport):
 
     def _adb(self, args: list[str], what: str, timeout_s=None, stdin_path=None, stdout_path=None) -> Result:
         cmd = self.adb_argv(*args)
-        try:
-            with open(stdin_path or os.devnull, "rb") as stdin:
-                if stdout_path:
-                    with open(stdout_path, "wb") as out:
-                        p = subprocess.run(cmd, stdin=stdin, stdout=out, stderr=subprocess.PIPE,
-                                           timeout=timeout_s)
-                else:
-                    p = subprocess.run(cmd, stdin=stdin, capture_output=True, timeout=timeout_s)
-        except FileNotFoundError as e:
-            if e.filename in (stdin_path, stdout_path):
-                raise DeviceError(f"{self.host}: cannot open {e.filename}: {e.strerror}") from None
-            raise DeviceError(f"{self.host}: the adb client {self.spec.adb!r} is not installed "
-                              "(Debian/Ubuntu: apt-get install adb)") from None
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.host}: {what} did not finish within {timeout_s} s") from None
-        out, err = (p.stdout or b"").decode(errors="replace"), p.stderr.decode(errors="replace")
-        if p.returncode != 0 and _ADB_FAILURE.search(err + "\n" + out):
+        rc, out, err = run_local(cmd, host=self.host, timeout_s=timeout_s, stdin_path=stdin_path,
+                                 stdout_path=stdout_path,
+                                 missing_hint=" (the adb client; Debian/Ubuntu: apt-get install adb)")
+        if rc != 0 and _ADB_FAILURE.search(err + "\n" + out):
             raise DeviceError(f"{self.host}: cannot reach the device ({what}): {_tail(err or out)}")
-        return Result(tuple(cmd), p.returncode, out, err)
+        return Result(tuple(cmd), rc, out, err)
 
     def _run(self, argv, timeout_s, stdin_path, stdout_path) -> Result:
         res = self._adb(["shell", quote_argv(argv)], f"running {argv[0]}", timeout_s, stdin_path,

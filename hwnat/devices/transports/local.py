@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
 
-from hwnat.devices.transports._base import Result, Transport, register_transport
+from hwnat.devices.transports._base import Result, Transport, register_transport, run_local
 from hwnat.errors import DeviceError
 
 
@@ -25,17 +24,9 @@ class LocalTransport(Transport):
         return tempfile.gettempdir()
 
     def _run(self, argv, timeout_s, stdin_path, stdout_path) -> Result:
-        try:
-            with open(stdin_path or os.devnull, "rb") as stdin, \
-                    open(stdout_path, "wb") if stdout_path else _Pipe() as stdout:
-                p = subprocess.run(argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-                                   timeout=timeout_s)
-        except FileNotFoundError:
-            return Result(tuple(argv), 127, "", f"{argv[0]}: command not found")
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"local: {argv[0]} timed out after {timeout_s} s") from None
-        return Result(tuple(argv), p.returncode, (p.stdout or b"").decode(errors="replace"),
-                      p.stderr.decode(errors="replace"))
+        rc, out, err = run_local(argv, host=self.host, timeout_s=timeout_s, stdin_path=stdin_path,
+                                 stdout_path=stdout_path, missing_rc=127)
+        return Result(tuple(argv), rc, out, err)
 
     def push(self, local: str, remote: str) -> None:
         try:
@@ -59,12 +50,3 @@ class LocalTransport(Transport):
         elif os.path.lexists(path):
             os.unlink(path)
 
-
-class _Pipe:
-    """``subprocess.PIPE`` as a context manager (so a file and a pipe share one ``with``)."""
-
-    def __enter__(self):
-        return subprocess.PIPE
-
-    def __exit__(self, *exc):
-        return False

@@ -35,7 +35,14 @@ import subprocess
 import tempfile
 import time
 
-from hwnat.devices.transports._base import Result, Transport, _tail, quote_argv, register_transport
+from hwnat.devices.transports._base import (
+    Result,
+    Transport,
+    _tail,
+    quote_argv,
+    register_transport,
+    run_local,
+)
 from hwnat.errors import BadInputError, DeviceError
 
 log = logging.getLogger(__name__)
@@ -142,31 +149,18 @@ class SshTransport(Transport):
             if _PERMANENT.search(res.stderr or ""):
                 raise DeviceError(f"{self.host}: cannot connect: {msg}")
             if attempt < attempts:
-                log.warning("%s: connection failed (%s); retry %d/%d in %.1f s", self.host, msg, attempt,
+                log.info("%s: connection failed (%s); retry %d/%d in %.1f s", self.host, msg, attempt,
                             attempts - 1, delay)
                 _sleep(delay)
                 delay = min(2 * delay, BACKOFF_MAX_S)
-        raise DeviceError(f"{self.host}: cannot connect (running {argv[0]}; {attempts} attempt"
-                          f"{'s' if attempts > 1 else ''}): {msg}")
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        raise DeviceError(f"{self.host}: cannot connect{tries}: {msg}")
 
     def _once(self, cmd, argv, timeout_s, stdin_path, stdout_path) -> Result:
-        try:
-            with open(stdin_path or os.devnull, "rb") as stdin:
-                if stdout_path:
-                    with open(stdout_path, "wb") as out:
-                        p = subprocess.run(cmd, stdin=stdin, stdout=out, stderr=subprocess.PIPE,
-                                           timeout=timeout_s)
-                else:
-                    p = subprocess.run(cmd, stdin=stdin, capture_output=True, timeout=timeout_s)
-        except FileNotFoundError as e:
-            if e.filename in (stdin_path, stdout_path):
-                raise DeviceError(f"{self.host}: cannot open {e.filename}: {e.strerror}") from None
-            raise DeviceError(f"{self.host}: the OpenSSH client `ssh` is not installed "
-                              "(Debian/Ubuntu: apt-get install openssh-client)") from None
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.host}: {argv[0]} did not finish within {timeout_s} s") from None
-        return Result(tuple(argv), p.returncode, (p.stdout or b"").decode(errors="replace"),
-                      p.stderr.decode(errors="replace"))
+        rc, out, err = run_local(cmd, host=self.host, timeout_s=timeout_s, stdin_path=stdin_path,
+                                 stdout_path=stdout_path,
+                                 missing_hint=" (the OpenSSH client; Debian/Ubuntu: apt-get install openssh-client)")
+        return Result(tuple(argv), rc, out, err)
 
     # -- files ---------------------------------------------------------------------------------------
 
