@@ -229,6 +229,7 @@ def test_benchmark_model_scientific_notation_in_us():
     ("count=50 first=1 curr=1 min=1 max=2 avg=1.5 std=0 p5=1 median=1\n", "percentiles incomplete"),
     ("count=50 first=1 curr=1 min=1 max=2 avg=1.5 std=0 mode=1\n", "mode=1"),
     ("count=50 first=1 curr=1 min=1 max=2 avg=nan std=0\n", "avg"),
+    ("count=many\n", "malformed"),
 ])
 def test_benchmark_model_bad_statistics(line, match):
     with pytest.raises(HarnessOutputError, match=match) as e:
@@ -314,6 +315,13 @@ def test_trtexec_export_times_samples():
         trtexec.samples_from_times_json(js, skip=12)
     with pytest.raises(BadInputError, match="unknown trtexec metric"):
         trtexec.samples_from_times_json(js, "power")
+
+
+@pytest.mark.parametrize("fixture", ["trtexec__8.6.log", "trtexec__7x.log"])
+def test_trtexec_two_runs_in_one_log_rejected(fixture):
+    t = text(fixture)
+    with pytest.raises(HarnessOutputError, match="more than one trtexec run"):
+        trtexec.parse(t + t)
 
 
 def test_trtexec_failed_quotes_last_error():

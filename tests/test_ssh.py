@@ -324,3 +324,21 @@ def test_agent_is_self_contained(tmp_path):
     bad = subprocess.run([sys.executable, str(agent), "--request", '{"model": "/nonexistent.onnx", '
                           '"input_shape": [1], "timing": {}}'], capture_output=True, text=True, env=env)
     assert bad.returncode == 1 and not json.loads(bad.stdout)["ok"]
+
+
+def test_lost_workdir_and_connection_are_recovered(sshd, sshd_device, tmp_path):
+    """The device forgets our files (reboot, /tmp wiped) and the connection drops between measurements:
+    the next measurement pushes again over a new connection."""
+    import shutil
+
+    model = conv_model(tmp_path / "m.onnx", layers=1)
+    quick = PROTOCOL.merged({"rounds": 2, "max_remeasure": 0})
+    with open_device(str(sshd_device)) as dev:
+        dev.measure(str(model), INPUT_SHAPE, quick)
+        first = dev.workdir
+        shutil.rmtree(first)
+        sshd.drop_connections()
+        m = dev.measure(str(model), INPUT_SHAPE, quick)
+        second = dev.workdir
+        assert second != first and Path(second).is_dir()
+    assert m.n > 0 and not Path(second).exists()

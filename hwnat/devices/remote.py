@@ -60,6 +60,15 @@ printf 'cores=%s\n' "$(grep -c ^processor /proc/cpuinfo)"
 """
 
 
+# a constant script: temperatures and CPU frequencies as "path=value" lines (the harness path's guard)
+_SHELL_THERMAL = r"""
+for f in /sys/class/thermal/thermal_zone*/temp /sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq; do
+  [ -r "$f" ] && printf '%s=%s\n' "$f" "$(cat "$f" 2>/dev/null)"
+done
+true
+"""
+
+
 class RemoteDevice(Device):
     """A device behind an ssh or adb transport. Use as a context manager: ``close()`` removes the remote
     work directory and stops the shared connection.
@@ -278,7 +287,8 @@ class RemoteDevice(Device):
             times_remote = kw["result_file"] = f"{self.workdir}/times-{self._runs}.txt"
         argv = parser.build_command(remote, rt, protocol, **kw)
         what = f"{parser.name} on {Path(model_path).name}"
-        res = self.transport.run([*self.prefix_argv, *argv], timeout_s=self.run_timeout_s, what=what)
+        with self._thermal_guard() as g:
+            res = self.transport.run([*self.prefix_argv, *argv], timeout_s=self.run_timeout_s, what=what)
         if res.rc != 0:
             raise DeviceError(f"{self.transport.host}: {what} failed (exit {res.rc}): "
                               f"{_tail(res.stderr or res.stdout)}")
@@ -287,7 +297,7 @@ class RemoteDevice(Device):
         except HarnessOutputError as e:
             raise DeviceError(f"{self.transport.host}: {what}: unreadable output: {e}") from None
         extra = {"harness": parser.name, "harness_version": parsed.version, "harness_layout": parsed.layout,
-                 "metric": parsed.metric}
+                 "metric": parsed.metric, **g.record}
         if parsed.warnings:
             extra["harness_warnings"] = list(parsed.warnings)
         samples = self._pull_samples(parser.name, times_remote, parsed) if times_remote else ()
@@ -296,6 +306,30 @@ class RemoteDevice(Device):
             return dataclasses.replace(m, extra={**m.extra, **extra})
         m = Measurement.from_rounds(_as_rounds(samples, protocol), protocol.unstable_tolerance, extra)
         return dataclasses.replace(m, unstable=True) if parsed.unstable and not m.unstable else m
+
+    def _thermal_guard(self):
+        """``hwnat.devices.thermal.guard`` fed from the device's sysfs (one command per reading): cools
+        down above ``thermal.max_temp_c``, records temperatures/frequencies and ``throttled``."""
+        import time
+
+        from hwnat.devices.thermal import guard
+
+        snap: dict = {"freqs": {}}
+
+        def read_temps() -> dict[str, float]:
+            res = self.transport.run(["sh", "-c", _SHELL_THERMAL], what="reading temperatures")
+            temps, freqs = {}, {}
+            for line in res.stdout.splitlines():
+                k, _, v = line.partition("=")
+                if k.endswith("/temp") and v.lstrip("-").isdigit():
+                    temps[k.split("/")[-2]] = int(v) / 1000.0
+                elif k.endswith("/scaling_cur_freq") and v.isdigit():
+                    freqs[k.split("/")[-3]] = int(v)
+            snap["freqs"] = freqs
+            return temps
+
+        return guard(self.spec.thermal, read_temps=read_temps, read_freqs=lambda: dict(snap["freqs"]),
+                     sleep=time.sleep)
 
     def _pull_samples(self, harness: str, remote: str, parsed) -> tuple[float, ...]:
         """Per-run times from the harness's export file on the device (empty when unavailable)."""
@@ -341,12 +375,8 @@ class RemoteDevice(Device):
         """The device's fingerprint (cached for the session): hardware, clocks, governors, temperatures,
         Jetson/Android state where present, and the runtime and its version."""
         if self._fp is None:
-            if self.uses_agent:
-                rep = self.check()
-                self._fp = self._make_fingerprint(rep["fingerprint"],
-                                                  {"runtime_version": rep.get("runtime_version")})
-            else:
-                self._fp = self._make_fingerprint(self._shell_fingerprint(), {})
+            rep = self.check()  # the agent's readout where Python >= 3.7 is there, else a shell readout
+            self._fp = self._make_fingerprint(rep["fingerprint"], {"runtime_version": rep.get("runtime_version")})
         return self._fp
 
     def _shell_fingerprint(self) -> dict:
@@ -434,6 +464,8 @@ class RemoteDevice(Device):
                         missing.append(f"ONNX Runtime execution provider {rt.provider} "
                                        f"(available: {', '.join(provs) or 'none'})")
         else:
+            versions = (rep["runtimes"] or {}).get(rt.kind) or {}
+            rep["runtime_version"] = next(iter(versions.values()), None)
             path = rt.harness_path or (rep["harnesses"] or {}).get(rt.harness)
             if rt.harness_path:
                 ok = self.transport.run(["test", "-x", rt.harness_path]).rc == 0

@@ -188,6 +188,9 @@ def parse(text: str) -> ParsedRun:
             groups.setdefault("enqueue", []).append(to_float(m.group(5), lineno, raw, "enqueue"))
             continue
         if body == _SUMMARY_HEAD:
+            if summary_at or block_vals:
+                raise HarnessOutputError("a second performance summary: this log holds more than one "
+                                         "trtexec run; split it", lineno, raw)
             in_summary, summary_at, block = True, lineno, None
             continue
 
@@ -222,6 +225,9 @@ def parse(text: str) -> ParsedRun:
 
         # 7.x blocks
         if body in _BLOCKS:
+            if summary_at or _BLOCKS[body] in block_vals:
+                raise HarnessOutputError("a second timing summary: this log holds more than one trtexec "
+                                         "run; split it", lineno, raw)
             block = _BLOCKS[body]
             block_vals[block] = {"pct": {}, "e2e": {}, "e2e_pct": {}, "at": lineno}
             continue

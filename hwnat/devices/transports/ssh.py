@@ -62,7 +62,7 @@ _PERMANENT = re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATIO
                         re.IGNORECASE)
 _sleep = time.sleep  # module-level so tests can replace it
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.:%-]+$")
 
 
 def _config_path(path: str) -> str:

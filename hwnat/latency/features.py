@@ -1,0 +1,247 @@
+"""Named, vectorised architecture features for latency predictors, derived from the search-space contract.
+
+Every feature comes from the space API (``hwnat.spaces._base``): the integer genome, the slot scheme
+(``slots``/``slot_blocks``: which block each network position runs), the analytic ``flops_many`` /
+``params_many``, and, when a latency table (LUT) for the device exists, its sum and per-stage sums. No
+space is special-cased, so a new space gets features for free.
+
+Feature groups (names are stored with every model, so a model refuses features it was not fitted on):
+
+- ``g{i}``: genome position ``i`` as an integer; ``g{i}={v}``: its one-hot (positions with 3..16 values);
+- ``flops_m``, ``params_m``: analytic FLOPs and parameters, in millions;
+- ``act_k``, ``act_k_stage{s}``: activation memory, the output elements of every block (thousands,
+  batch 1), in total and per stage;
+- ``c{j}_{p}``: per network position ``j`` (slot column), the numeric hyper-parameters of the block that
+  runs there (kernel ``k``, mid channels ``mid``, stride ``s``, groups ``g``, ``se``, ``skip``) and its
+  output size ``act_k``; 0 where the position is inactive. Duplicate columns (the repeated cells of
+  NAS-Bench-201) are dropped;
+- ``table_ms``, ``table_ms_stage{s}``: the table sum and per-stage table sums (only with a table).
+
+A *stage* is a run of consecutive slot columns whose block writes the same number of channels (found on
+reference genomes, so it depends on the space only): the stem and the stages of a MobileNet-like network,
+the three cell stages of NAS-Bench-201.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from functools import cached_property
+
+import numpy as np
+
+from hwnat.errors import BadInputError
+from hwnat.spaces import SearchSpace, get_space
+
+log = logging.getLogger(__name__)
+
+#: numeric block hyper-parameters turned into per-position features
+BLOCK_PARAMS = ("k", "mid", "s", "g", "se", "skip")
+#: genome positions with at most this many values also get a one-hot
+MAX_ONEHOT = 16
+
+
+class ArchFeatures:
+    """Feature extractor of one space (and optionally one latency table).
+
+    Args:
+        space: a ``SearchSpace`` or its registered name.
+        table: a ``hwnat.latency.table.LatencyTable`` (or ``None``): adds ``table_ms`` and per-stage sums.
+
+    Example:
+        >>> fx = ArchFeatures("nasbench201")
+        >>> X = fx.transform(fx.genomes(["|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|"]))
+        >>> X.shape == (1, len(fx.names))
+        True
+    """
+
+    def __init__(self, space: SearchSpace | str, table=None):
+        self.space = get_space(space) if isinstance(space, str) else space
+        self.table = table
+        lo, hi = self.space.genome_bounds()
+        self._lo, self._hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+
+    # ---- parsing -------------------------------------------------------------------------------
+    def genomes(self, archs: Sequence[str], source: str = "archs") -> np.ndarray:
+        """Parse canonical strings and encode them, ``(n, g)`` int64.
+
+        Raises:
+            BadInputError: an unparsable string; the message names ``source`` and the 0-based row.
+        """
+        out = np.empty((len(archs), len(self._lo)), dtype=np.int64)
+        for i, a in enumerate(archs):
+            if not isinstance(a, str) or not a.strip():
+                raise BadInputError(f"{source}: row {i}: empty or missing arch")
+            try:
+                out[i] = self.space.encode(self.space.parse(a))
+            except BadInputError as e:
+                raise BadInputError(f"{source}: row {i}: {e}") from None
+            except (ValueError, TypeError, KeyError, IndexError) as e:
+                raise BadInputError(f"{source}: row {i}: cannot parse arch {a!r} as {self.space.name}: "
+                                    f"{e}") from None
+        return out
+
+    # ---- structure (depends on the space only) ---------------------------------------------------
+    @cached_property
+    def _reference_genomes(self) -> np.ndarray:
+        lo, hi = self._lo, self._hi
+        refs = [lo, hi] + [np.clip(np.full_like(lo, v), lo, hi) for v in range(int(hi.max()) + 1)]
+        return np.stack(refs)
+
+    @cached_property
+    def stage_of_column(self) -> np.ndarray:
+        """Stage index of every slot column (runs of equal output channels on reference genomes)."""
+        ids = self.space.slots(self._reference_genomes)
+        blocks = self.space.slot_blocks()
+        chans = []
+        for j in range(ids.shape[1]):
+            c = next((blocks[i].out_shape[0] for i in ids[:, j] if blocks[i] is not None), None)
+            chans.append(c)
+        # a column that is never a block (should not happen) joins the previous stage
+        stage, out, prev = -1, [], object()
+        for c in chans:
+            if c is not None and c != prev:
+                stage += 1
+                prev = c
+            out.append(max(stage, 0))
+        return np.asarray(out, dtype=np.int64)
+
+    @property
+    def n_stages(self) -> int:
+        return int(self.stage_of_column.max()) + 1
+
+    @cached_property
+    def _slot_numeric(self) -> dict[str, np.ndarray]:
+        """Per slot id: output kilo-elements and each numeric block parameter (0 for a free slot)."""
+        blocks = self.space.slot_blocks()
+        tabs = {"act_k": np.zeros(len(blocks))}
+        for p in BLOCK_PARAMS:
+            tabs[p] = np.zeros(len(blocks))
+        for i, b in enumerate(blocks):
+            if b is None:
+                continue
+            tabs["act_k"][i] = float(np.prod(b.out_shape)) / 1e3
+            for p in BLOCK_PARAMS:
+                v = b.param(p)
+                if isinstance(v, (bool, int, float, np.integer, np.floating)):
+                    tabs[p][i] = float(v)
+        return tabs
+
+    @cached_property
+    def _column_features(self) -> list[tuple[str, int, str]]:
+        """(name, column, param) of the per-position features kept after dropping constant and duplicate
+        columns on a fixed probe set of genomes (a function of the space only)."""
+        rng = np.random.default_rng(12345)
+        lo, hi = self._lo, self._hi
+        probe = np.concatenate([self._reference_genomes,
+                                rng.integers(lo, hi + 1, size=(512, len(lo)), dtype=np.int64)])
+        ids = self.space.slots(probe)
+        seen: set[bytes] = set()
+        keep = []
+        for p in ("act_k",) + BLOCK_PARAMS:
+            vals = self._slot_numeric[p][ids]
+            for j in range(ids.shape[1]):
+                col = vals[:, j]
+                if np.ptp(col) == 0:
+                    continue
+                key = col.tobytes()
+                if key in seen:
+                    continue
+                seen.add(key)
+                keep.append((f"c{j}_{p}", j, p))
+        return keep
+
+    @cached_property
+    def _genome_features(self) -> list[tuple[str, int, int | None]]:
+        out = []
+        for i, (a, b) in enumerate(zip(self._lo, self._hi, strict=True)):
+            if b <= a:
+                continue
+            out.append((f"g{i}", i, None))
+            if 3 <= b - a + 1 <= MAX_ONEHOT:
+                out += [(f"g{i}={v}", i, int(v)) for v in range(int(a), int(b) + 1)]
+        return out
+
+    @property
+    def has_table(self) -> bool:
+        return self.table is not None
+
+    @cached_property
+    def names(self) -> list[str]:
+        """Names of the columns ``transform`` returns, in order."""
+        names = [n for n, _, _ in self._genome_features] + ["flops_m", "params_m", "act_k"]
+        names += [f"act_k_stage{s}" for s in range(self.n_stages)]
+        names += [n for n, _, _ in self._column_features]
+        if self.has_table:
+            names += ["table_ms"] + [f"table_ms_stage{s}" for s in range(self.n_stages)]
+        return names
+
+    #: the features that add up over blocks: the linear base of a predictor uses these (in ms-like units)
+    def additive_names(self) -> list[str]:
+        names = ["flops_m", "params_m", "act_k"]
+        if self.has_table:
+            names += ["table_ms"] + [f"table_ms_stage{s}" for s in range(self.n_stages)]
+        return names
+
+    # ---- values ----------------------------------------------------------------------------------
+    def check_genomes(self, genomes) -> np.ndarray:
+        g = np.asarray(genomes)
+        if g.ndim != 2 or g.shape[1] != len(self._lo):
+            raise BadInputError(f"{self.space.name}: genomes must have shape (n, {len(self._lo)}), got {g.shape}")
+        g = g.astype(np.int64, copy=False)
+        if g.size and ((g < self._lo).any() or (g > self._hi).any()):
+            r, c = np.argwhere((g < self._lo) | (g > self._hi))[0]
+            raise BadInputError(f"{self.space.name}: genome row {r} position {c} = {g[r, c]} is outside "
+                                f"{self._lo[c]}..{self._hi[c]}")
+        return g
+
+    def flops_params(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Analytic FLOPs and parameters (raw counts) of many genomes, vectorised where the space can."""
+        sp = self.space
+        if hasattr(sp, "flops_many") and hasattr(sp, "params_many"):
+            return (np.asarray(sp.flops_many(genomes), dtype=np.float64),
+                    np.asarray(sp.params_many(genomes), dtype=np.float64))
+        archs = [sp.decode(g) for g in genomes]
+        return (np.array([sp.flops(a) for a in archs], dtype=np.float64),
+                np.array([sp.params(a) for a in archs], dtype=np.float64))
+
+    def table_sums(self, genomes: np.ndarray) -> np.ndarray:
+        """Per-stage table sums ``(n, n_stages)`` in ms (needs ``table``)."""
+        if self.table is None:
+            raise BadInputError("no latency table was given for table features")
+        per_col = self.table.stage_sums(self.space, genomes)  # (n, m) ms, NaN where a block is missing
+        if np.isnan(per_col).any():
+            self.table.sum_many(self.space, genomes)  # raises with the missing block's key
+        out = np.zeros((len(genomes), self.n_stages))
+        for s in range(self.n_stages):
+            out[:, s] = per_col[:, self.stage_of_column == s].sum(axis=1)
+        return out
+
+    def transform(self, genomes, table_stage_ms: np.ndarray | None = None) -> np.ndarray:
+        """Feature matrix ``(n, len(names))`` (float64) of many genomes.
+
+        Args:
+            genomes: ``(n, g)`` integer genomes.
+            table_stage_ms: optional precomputed per-stage table sums ``(n, n_stages)``; by default they
+                come from ``table``.
+        """
+        g = self.check_genomes(genomes)
+        n = len(g)
+        cols: list[np.ndarray] = []
+        for _, i, v in self._genome_features:
+            cols.append(g[:, i].astype(np.float64) if v is None else (g[:, i] == v).astype(np.float64))
+        fl, pa = self.flops_params(g)
+        ids = self.space.slots(g)
+        act = self._slot_numeric["act_k"][ids]
+        cols += [fl / 1e6, pa / 1e6, act.sum(axis=1)]
+        for s in range(self.n_stages):
+            cols.append(act[:, self.stage_of_column == s].sum(axis=1))
+        for _, j, p in self._column_features:
+            cols.append(self._slot_numeric[p][ids[:, j]])
+        if self.has_table:
+            ts = self.table_sums(g) if table_stage_ms is None else np.asarray(table_stage_ms, dtype=np.float64)
+            if ts.shape != (n, self.n_stages):
+                raise BadInputError(f"table_stage_ms must have shape ({n}, {self.n_stages}), got {ts.shape}")
+            cols.append(ts.sum(axis=1))
+            cols += [ts[:, s] for s in range(self.n_stages)]
+        return np.column_stack(cols) if cols else np.zeros((n, 0))
