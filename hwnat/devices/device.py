@@ -38,7 +38,7 @@ class Device(ABC):
     def fingerprint(self) -> dict:
         """Environment fingerprint of the device and its runtime (see ``hwnat.measure.fingerprint``)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (optional hook; local devices hold nothing)
         """Release connections and remote files."""
 
     def __enter__(self):

@@ -90,21 +90,22 @@ class ArchFeatures:
 
     @cached_property
     def stage_of_column(self) -> np.ndarray:
-        """Stage index of every slot column (runs of equal output channels on reference genomes)."""
+        """Stage index of every slot column: a new stage starts where, on any reference genome, the output
+        channels change between consecutive active columns."""
         ids = self.space.slots(self._reference_genomes)
         blocks = self.space.slot_blocks()
-        chans = []
-        for j in range(ids.shape[1]):
-            c = next((blocks[i].out_shape[0] for i in ids[:, j] if blocks[i] is not None), None)
-            chans.append(c)
-        # a column that is never a block (should not happen) joins the previous stage
-        stage, out, prev = -1, [], object()
-        for c in chans:
-            if c is not None and c != prev:
-                stage += 1
-                prev = c
-            out.append(max(stage, 0))
-        return np.asarray(out, dtype=np.int64)
+        m = ids.shape[1]
+        starts = np.zeros(m, dtype=bool)
+        for row in ids:
+            prev = None
+            for j, i in enumerate(row):
+                b = blocks[i]
+                if b is None:
+                    continue
+                if prev is not None and b.out_shape[0] != prev:
+                    starts[j] = True
+                prev = b.out_shape[0]
+        return np.cumsum(starts).astype(np.int64)
 
     @property
     def n_stages(self) -> int:
@@ -218,7 +219,7 @@ class ArchFeatures:
         return out
 
     def transform(self, genomes, table_stage_ms: np.ndarray | None = None) -> np.ndarray:
-        """Feature matrix ``(n, len(names))`` (float64) of many genomes.
+        """Feature matrix ``(n, len(names))`` (float32) of many genomes.
 
         Args:
             genomes: ``(n, g)`` integer genomes.
@@ -227,21 +228,41 @@ class ArchFeatures:
         """
         g = self.check_genomes(genomes)
         n = len(g)
-        cols: list[np.ndarray] = []
-        for _, i, v in self._genome_features:
-            cols.append(g[:, i].astype(np.float64) if v is None else (g[:, i] == v).astype(np.float64))
+        gi, gv = self._genome_index
         fl, pa = self.flops_params(g)
         ids = self.space.slots(g)
         act = self._slot_numeric["act_k"][ids]
-        cols += [fl / 1e6, pa / 1e6, act.sum(axis=1)]
-        for s in range(self.n_stages):
-            cols.append(act[:, self.stage_of_column == s].sum(axis=1))
-        for _, j, p in self._column_features:
-            cols.append(self._slot_numeric[p][ids[:, j]])
+        st = self._stage_matrix
+        parts = [np.where(np.isnan(gv), g[:, gi], g[:, gi] == gv).astype(np.float32),
+                 np.column_stack([fl / 1e6, pa / 1e6, act.sum(axis=1)]).astype(np.float32),
+                 (act @ st).astype(np.float32)]
+        for p, js in self._column_index:
+            parts.append(self._slot_numeric[p][ids[:, js]].astype(np.float32))
         if self.has_table:
             ts = self.table_sums(g) if table_stage_ms is None else np.asarray(table_stage_ms, dtype=np.float64)
             if ts.shape != (n, self.n_stages):
                 raise BadInputError(f"table_stage_ms must have shape ({n}, {self.n_stages}), got {ts.shape}")
-            cols.append(ts.sum(axis=1))
-            cols += [ts[:, s] for s in range(self.n_stages)]
-        return np.column_stack(cols) if cols else np.zeros((n, 0))
+            parts.append(np.column_stack([ts.sum(axis=1), ts]).astype(np.float32))
+        return np.hstack(parts)
+
+    @cached_property
+    def _genome_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """Genome position of every genome feature, and the one-hot value (NaN: the integer itself)."""
+        pos = np.array([i for _, i, _ in self._genome_features], dtype=np.int64)
+        val = np.array([np.nan if v is None else v for _, _, v in self._genome_features], dtype=np.float64)
+        return pos, val
+
+    @cached_property
+    def _stage_matrix(self) -> np.ndarray:
+        """``(m, n_stages)`` 0/1 matrix summing slot columns into stages."""
+        return (self.stage_of_column[:, None] == np.arange(self.n_stages)[None, :]).astype(np.float64)
+
+    @cached_property
+    def _column_index(self) -> list[tuple[str, np.ndarray]]:
+        """The per-position features grouped by parameter, in ``names`` order."""
+        groups: list[tuple[str, list[int]]] = []
+        for _, j, p in self._column_features:
+            if not groups or groups[-1][0] != p:
+                groups.append((p, []))
+            groups[-1][1].append(j)
+        return [(p, np.asarray(js, dtype=np.int64)) for p, js in groups]

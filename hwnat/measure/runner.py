@@ -16,7 +16,8 @@ def measure_callable(run, protocol: Protocol, sync=None) -> Measurement:
     ``protocol.max_remeasure`` times and the most stable attempt is kept (``extra["attempts"]``)."""
     best: Measurement | None = None
     attempts = 0
-    for attempts in range(1, protocol.max_remeasure + 2):
+    for _ in range(protocol.max_remeasure + 1):
+        attempts += 1
         rounds = time_runs(run, sync=sync, **protocol.timing_kwargs())
         m = Measurement.from_rounds(rounds, protocol.unstable_tolerance)
         if best is None or _spread(m) < _spread(best):
