@@ -170,7 +170,9 @@ class ArchFeatures:
     @cached_property
     def names(self) -> list[str]:
         """Names of the columns ``transform`` returns, in order."""
-        names = [n for n, _, _ in self._genome_features] + ["flops_m", "params_m", "act_k"]
+        names = [n for n, _, v in self._genome_features if v is None]
+        names += [n for n, _, v in self._genome_features if v is not None]
+        names += ["flops_m", "params_m", "act_k"]
         names += [f"act_k_stage{s}" for s in range(self.n_stages)]
         names += [n for n, _, _ in self._column_features]
         if self.has_table:
@@ -228,12 +230,12 @@ class ArchFeatures:
         """
         g = self.check_genomes(genomes)
         n = len(g)
-        gi, gv = self._genome_index
+        gi, oi, ov = self._genome_index
         fl, pa = self.flops_params(g)
         ids = self.space.slots(g)
         act = self._slot_numeric["act_k"][ids]
         st = self._stage_matrix
-        parts = [np.where(np.isnan(gv), g[:, gi], g[:, gi] == gv).astype(np.float32),
+        parts = [g[:, gi].astype(np.float32), (g[:, oi] == ov).astype(np.float32),
                  np.column_stack([fl / 1e6, pa / 1e6, act.sum(axis=1)]).astype(np.float32),
                  (act @ st).astype(np.float32)]
         for p, js in self._column_index:
@@ -246,11 +248,12 @@ class ArchFeatures:
         return np.hstack(parts)
 
     @cached_property
-    def _genome_index(self) -> tuple[np.ndarray, np.ndarray]:
-        """Genome position of every genome feature, and the one-hot value (NaN: the integer itself)."""
-        pos = np.array([i for _, i, _ in self._genome_features], dtype=np.int64)
-        val = np.array([np.nan if v is None else v for _, _, v in self._genome_features], dtype=np.float64)
-        return pos, val
+    def _genome_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Genome positions of the integer features; positions and values of the one-hot features."""
+        ints = [i for _, i, v in self._genome_features if v is None]
+        oh = [(i, v) for _, i, v in self._genome_features if v is not None]
+        return (np.asarray(ints, dtype=np.int64), np.asarray([i for i, _ in oh], dtype=np.int64),
+                np.asarray([v for _, v in oh], dtype=np.int64))
 
     @cached_property
     def _stage_matrix(self) -> np.ndarray:
