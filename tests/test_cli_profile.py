@@ -29,6 +29,7 @@ def nb_table(tmp_path_factory):
     out = tmp / "nb.json"
     r = run_cli(["-q", "profile", "--device", dev, "--space", "nasbench201", "--out", out, "--subnets", "3"])
     assert r.exit_code == 0, r.output
+    assert "table sum vs measured (3 subnets)" in r.stdout
     return dev, out
 
 

@@ -89,3 +89,20 @@ def profile(ctx, device, space, resolutions, subnets, seed, out, limit):
             with progress_bar("subnets", not quiet) as cb:
                 measure_archs(sp, dev, archs, data, columns="dataset", progress=cb)
             click.echo(f"{data}: {subnets} subnets measured end to end")
+            click.echo(_table_vs_measured(sp, table, data, dev.name))
+
+
+def _table_vs_measured(space, table, data, column: str) -> str:
+    """One line: how the table sum compares with the measured subnets (the bias a predictor corrects)."""
+    import csv
+
+    from hwnat.latency.metrics import summary
+
+    with open(data, newline="") as f:
+        rows = [(r["arch"], float(r[column])) for r in csv.DictReader(f)]
+    g = space.encode_many(space.parse_many([a for a, _ in rows]))
+    pred, true = table.sum_many(space, g), np.array([ms for _, ms in rows])
+    m = summary(pred, true)
+    bias = 100 * float(np.mean(pred / true - 1))
+    return (f"table sum vs measured ({m['n']} subnets): within 10%: {100 * m['acc10']:.0f}%, "
+            f"MAPE {m['mape_pct']:.1f}%, mean bias {bias:+.1f}%, Spearman {m['spearman']:.3f}")
