@@ -196,3 +196,12 @@ def test_reports_markdown_junit_text():
     assert float(props["ci_low"]) > 0.05
     txt = text_table(comp)
     assert "REGRESSED" in txt and "insufficient data" in txt
+
+
+def test_protocol_difference_is_a_warning():
+    rng = np.random.default_rng(8)
+    b = make_result({"a": rounds_around(rng, 5)})
+    c = make_result({"a": rounds_around(rng, 5)})
+    b["protocol"], c["protocol"] = {"min_round_s": 0.1}, {"min_round_s": 0.2}
+    comp = C.compare_results(result_from_dict(b), result_from_dict(c))
+    assert any("min_round_s: 0.1 -> 0.2" in w for w in comp.warnings)

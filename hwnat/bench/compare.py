@@ -318,6 +318,12 @@ def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01,
     if diff:
         warnings.append("environments differ (compared because of --allow-env-change): " +
                         "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items()))
+    proto = {k: (base.protocol.get(k), cand.protocol.get(k))
+             for k in sorted(set(base.protocol) | set(cand.protocol))
+             if base.protocol.get(k) != cand.protocol.get(k)}
+    if proto:
+        warnings.append("timing protocols differ: " +
+                        "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in proto.items()))
     for label, r in (("baseline", base), ("candidate", cand)):
         if not r.complete:
             warnings.append(f"the {label} run did not finish ({r.source}); its missing rounds count as "
@@ -360,7 +366,9 @@ def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01,
         notes = [res.note] if res.note else []
         dropped = len(be.rounds_ms) - len(br) + len(ce.rounds_ms) - len(cr)
         if dropped:
-            notes.append(f"{dropped} contended round{'s' if dropped > 1 else ''} left out")
+            notes.append(f"{dropped} contended round{'s' if dropped > 1 else ''} left out"
+                         + (" (the device was busy: rerun on a quiet machine)" if res.verdict == INSUFFICIENT
+                            else ""))
         if changed:
             notes.append("model file differs from the baseline's")
         if len(notes) > (1 if res.note else 0):

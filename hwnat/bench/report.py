@@ -6,8 +6,16 @@ from __future__ import annotations
 import math
 import xml.etree.ElementTree as ET
 
-from hwnat.bench.compare import (IMPROVED, INSUFFICIENT, MISSING, NEW, REGRESSED, UNCHANGED, Comparison,
-                                 EntryComparison)
+from hwnat.bench.compare import (
+    IMPROVED,
+    INSUFFICIENT,
+    MISSING,
+    NEW,
+    REGRESSED,
+    UNCHANGED,
+    Comparison,
+    EntryComparison,
+)
 
 _MARK = {REGRESSED: "REGRESSED", IMPROVED: "improved", UNCHANGED: "unchanged", INSUFFICIENT: "insufficient data",
          NEW: "new", MISSING: "missing"}
@@ -52,7 +60,7 @@ def text_table(c: Comparison) -> str:
     """Aligned plain-text table for the terminal."""
     rows = [_HEAD] + _rows(c)
     width = [max(len(r[i]) for r in rows) for i in range(len(_HEAD) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], width)).rstrip() +
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], width, strict=True)).rstrip() +
              (f"  {r[-1]}" if r[-1] else "") for r in rows]
     lines.insert(1, "  ".join("-" * w for w in width))
     out = [headline(c), ""] + lines

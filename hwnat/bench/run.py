@@ -164,6 +164,8 @@ def run_suite(loaded: LoadedSuite, *, device: str | None = None, rounds: int | N
     passes = int(rounds or suite.rounds)
     if passes < 1:
         raise BadInputError(f"--rounds: expected at least 1, got {passes}")
+    if out is not None:
+        _check_writable(Path(out))
     tmp = None
     if work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="hwnat-bench-")
@@ -182,6 +184,9 @@ def run_suite(loaded: LoadedSuite, *, device: str | None = None, rounds: int | N
                 "device": dev.name, "fingerprint": fp, "protocol": protocol.model_dump(),
                 "rounds": passes, "shuffle": suite.shuffle, "seed": suite.seed,
                 "cooldown_s": suite.cooldown_s, "complete": False,
+                "contention": {"max_wait_frac": suite.max_wait_frac, "retries": suite.contention_retries,
+                               "backoff_s": suite.contention_backoff_s,
+                               "measured": dev.spec.transport.kind == "local" and sched_ns() is not None},
                 "git_commit": commit or git_commit(),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "load_avg": {"before": _loadavg()},
@@ -205,6 +210,16 @@ def run_suite(loaded: LoadedSuite, *, device: str | None = None, rounds: int | N
     if out is not None:
         save_result(data, out)
     return result_from_dict(data, str(out) if out else "<memory>")
+
+
+def _check_writable(out: Path) -> None:
+    """Fail before measuring, not after, when the result cannot be written."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInputError(f"--out {out}: cannot create its directory: {e.strerror or e}") from None
+    if out.is_dir() or not os.access(out.parent, os.W_OK):
+        raise BadInputError(f"--out {out}: not a writable file path")
 
 
 def sched_ns() -> tuple[int, int] | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hwnat.cli._common import echo_json, err, json_option
-from hwnat.errors import BadInputError, CheckFailedError
+from hwnat.errors import BadInputError, CheckFailedError, DeviceError
 
 
 @click.group(epilog="\b\nExample:\n  hwnat bench run --suite default --out candidate.json\n"
@@ -17,7 +17,7 @@ def bench() -> None:
     """Measure a fixed suite of models and catch latency regressions (see docs/ci.md)."""
 
 
-@bench.command("run")
+@bench.command("run", epilog="\b\nExample:\n  hwnat bench run --suite benchmarks/suites/default.yaml --device cpu --out result.json")
 @click.option("--suite", "suite_path", required=True,
               help="Suite YAML file, or the name of a shipped suite (benchmarks/suites/NAME.yaml).")
 @click.option("--device", "-d", "device", default=None,
@@ -36,43 +36,57 @@ def run_cmd(suite_path: str, device: str | None, out: Path, rounds: int | None, 
 
     Entries are interleaved: each of ROUNDS passes times every entry once (shuffled order, fresh
     runtime session, warm-up, one timed round). Progress goes to stderr, a summary to stdout.
-
-    \b
-    Example:
-      hwnat bench run --suite benchmarks/suites/default.yaml --device cpu --out result.json
     """
+    import contextlib
+    import time
+
     from hwnat.bench.run import run_suite
     from hwnat.bench.suite import load_suite
+    from hwnat.cli._common import is_tty
+    from hwnat.cli._progress import progress_bar
 
+    quiet = click.get_current_context().find_root().params.get("quiet", False)
     loaded = load_suite(suite_path)
     n = len(loaded.suite.entries)
-    seen = {"done": 0}
+    passes = rounds or loaded.suite.rounds
+    if not quiet:
+        err(f"bench {loaded.suite.name}: {n} entries x {passes} passes on {device or loaded.suite.device}")
+    t0 = time.perf_counter()
+    done = {"n": 0}
+    with (progress_bar("timing", True) if is_tty() and not quiet else contextlib.nullcontext()) as bar:
 
-    def progress(k: int, passes: int, name: str, median_ms: float) -> None:
-        seen["done"] += 1
-        err(f"[pass {k + 1}/{passes} {seen['done']}/{passes * n}] {name}: {median_ms:.3f} ms")
+        def progress(k: int, total: int, name: str, median_ms: float) -> None:
+            done["n"] += 1
+            if bar is not None:
+                bar(done["n"], total * n, f"pass {k + 1}/{total} {name}")
+            elif not quiet and done["n"] % n == 0:  # a line per pass in logs (CI)
+                err(f"[pass {k + 1}/{total}] {n} entries timed, {time.perf_counter() - t0:.1f} s")
 
-    err(f"bench {loaded.suite.name}: {n} entries x {rounds or loaded.suite.rounds} passes on "
-        f"{device or loaded.suite.device}")
-    res = run_suite(loaded, device=device, rounds=rounds, out=out, work_dir=work_dir, commit=commit,
-                    progress=progress)
+        res = run_suite(loaded, device=device, rounds=rounds, out=out, work_dir=work_dir, commit=commit,
+                        progress=progress)
+    import numpy as np
+
     rows = []
     for e in res.entries:
-        import numpy as np
-
         meds = np.array([np.median(r) for r in e.rounds_ms])
         rows.append({"entry": e.name, "median_ms": float(np.median(meds)),
                      "round_spread": float((meds.max() - meds.min()) / np.median(meds)),
-                     "rounds": len(meds), "samples": int(sum(len(r) for r in e.rounds_ms))})
+                     "rounds": len(meds), "contended": len(e.contended_rounds()),
+                     "samples": int(sum(len(r) for r in e.rounds_ms))})
     if as_json:
         echo_json({"out": str(out), "wall_s": res.wall_s, "entries": rows})
         return
     width = max(len(r["entry"]) for r in rows)
-    click.echo(f"{'entry'.ljust(width)}  median ms  round spread  rounds  samples")
+    click.echo(f"{'entry'.ljust(width)}  median ms  round spread  rounds  contended  samples")
     for r in rows:
         click.echo(f"{r['entry'].ljust(width)}  {r['median_ms']:9.3f}  {r['round_spread']:12.1%}  "
-                   f"{r['rounds']:6d}  {r['samples']:7d}")
-    err(f"wrote {out} ({res.wall_s:.1f} s)")
+                   f"{r['rounds']:6d}  {r['contended']:9d}  {r['samples']:7d}")
+    busy = sum(r["contended"] for r in rows)
+    if busy and not quiet:
+        err(f"warning: {busy} of {sum(r['rounds'] for r in rows)} rounds stayed contended (other processes "
+            "kept the runtime waiting for a CPU); compare leaves them out")
+    if not quiet:
+        err(f"wrote {out} ({res.wall_s:.1f} s)")
 
 
 def _threshold(ctx, param, value):
@@ -87,7 +101,7 @@ def _alpha(ctx, param, value):
     return parse_alpha(value)
 
 
-@bench.command("compare")
+@bench.command("compare", epilog="\b\nExample:\n  hwnat bench compare baselines/ result.json --threshold 5% --alpha 0.01 --junit bench.xml")
 @click.argument("baseline", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
 @click.option("--threshold", default="5%", show_default=True, callback=_threshold,
@@ -104,12 +118,15 @@ def _alpha(ctx, param, value):
               help="Compare even when the fingerprints differ (CPU, runtime version, threads...).")
 @click.option("--include-contended", is_flag=True,
               help="Also use rounds during which another process kept the runtime waiting for a CPU.")
+@click.option("--fail-on-insufficient", is_flag=True,
+              help="Exit 3 when an entry has insufficient data (too few rounds, or the device was busy).")
 @click.option("--allow-missing", is_flag=True,
               help="Do not fail (exit 2) when baseline entries are missing from the candidate.")
 @json_option
 def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float, metric: str,
                 markdown_path: Path | None, junit_path: Path | None, allow_env_change: bool,
-                include_contended: bool, allow_missing: bool, as_json: bool) -> None:
+                include_contended: bool, fail_on_insufficient: bool, allow_missing: bool,
+                as_json: bool) -> None:
     """Compare a candidate result with a baseline, entry by entry.
 
     BASELINE is a result file or a baseline directory (`bench baseline save --dir`); for a directory the
@@ -118,13 +135,9 @@ def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float,
     An entry regresses only when the change is significant (Mann-Whitney U, p < ALPHA) AND its
     distribution-free confidence interval lies entirely above THRESHOLD. Exit 0: no regression; 1: a
     regression; 2: bad input (unreadable or foreign files, different suites or environments, missing
-    entries); 3: device failure.
-
-    \b
-    Example:
-      hwnat bench compare baselines/ result.json --threshold 5% --alpha 0.01 --junit bench.xml
+    entries); 3: device failure (and, with --fail-on-insufficient, an entry without enough clean data).
     """
-    from hwnat.bench.compare import compare_results
+    from hwnat.bench.compare import INSUFFICIENT, compare_results
     from hwnat.bench.report import junit_xml, markdown, text_table
     from hwnat.bench.store import latest_baseline_for, load_result
     from hwnat.export.onnx import write_atomic
@@ -153,6 +166,10 @@ def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float,
     if missing and not allow_missing:
         raise BadInputError(f"{candidate}: entries of the baseline are missing: {missing} "
                             "(use --allow-missing to accept)")
+    short = comp.by_verdict(INSUFFICIENT)
+    if short and fail_on_insufficient:
+        raise DeviceError("insufficient data for " + ", ".join(e.name for e in short) +
+                          " (too few rounds, or the device was busy: see the notes)")
 
 
 @bench.group("baseline", epilog="\b\nExample:\n  hwnat bench baseline save result.json --dir baselines/\n"
@@ -161,7 +178,7 @@ def baseline_group() -> None:
     """Keep accepted results per device fingerprint, suite and git commit."""
 
 
-@baseline_group.command("save")
+@baseline_group.command("save", epilog="\b\nExample:\n  hwnat bench baseline save result.json --dir baselines/ --commit \"$GITHUB_SHA\"")
 @click.argument("result", type=click.Path(path_type=Path))
 @click.option("--dir", "store", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Baseline directory (created if needed).")
@@ -169,12 +186,7 @@ def baseline_group() -> None:
 @click.option("--force", is_flag=True, help="Replace an existing baseline of the same commit.")
 @json_option
 def baseline_save(result: Path, store: Path, commit: str | None, force: bool, as_json: bool) -> None:
-    """Store RESULT as the baseline of its suite, device fingerprint and commit.
-
-    \b
-    Example:
-      hwnat bench baseline save result.json --dir baselines/ --commit "$GITHUB_SHA"
-    """
+    """Store RESULT as the baseline of its suite, device fingerprint and commit."""
     from hwnat.bench.store import save_baseline
 
     b = save_baseline(result, store, commit=commit, force=force)
@@ -184,7 +196,7 @@ def baseline_save(result: Path, store: Path, commit: str | None, force: bool, as
         click.echo(str(b.path))
 
 
-@baseline_group.command("show")
+@baseline_group.command("show", epilog="\b\nExample:\n  hwnat bench baseline show --dir baselines/ --like result.json --latest")
 @click.option("--dir", "store", required=True, type=click.Path(path_type=Path), help="Baseline directory.")
 @click.option("--suite", default=None, help="Only this suite.")
 @click.option("--device", default=None, help="Only this device name.")
@@ -195,12 +207,7 @@ def baseline_save(result: Path, store: Path, commit: str | None, force: bool, as
 @json_option
 def baseline_show(store: Path, suite: str | None, device: str | None, commit: str | None, like: Path | None,
                   latest: bool, as_json: bool) -> None:
-    """List stored baselines, newest first.
-
-    \b
-    Example:
-      hwnat bench baseline show --dir baselines/ --like result.json --latest
-    """
+    """List stored baselines, newest first."""
     from hwnat.bench.store import fingerprint_key, list_baselines, load_result
 
     fp_key = None

@@ -71,7 +71,7 @@ class LocalDevice(Device):
         loaded = self.runtime.load(str(model_path), tuple(input_shape))
         try:
             with guard(self.spec.thermal) as g:
-                m = measure_callable(loaded.run, protocol, loaded.sync)
+                m = measure_callable(loaded.run, protocol, loaded.sync, time_once=loaded.time_once)
         finally:
             loaded.close()
         if g.record:

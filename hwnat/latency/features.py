@@ -71,13 +71,13 @@ class ArchFeatures:
         out = np.empty((len(archs), len(self._lo)), dtype=np.int64)
         for i, a in enumerate(archs):
             if not isinstance(a, str) or not a.strip():
-                raise BadInputError(f"{source}: row {i}: empty or missing arch")
+                raise BadInputError(f"{source}: data row {i + 1}: empty or missing arch")
             try:
                 out[i] = self.space.encode(self.space.parse(a))
             except BadInputError as e:
-                raise BadInputError(f"{source}: row {i}: {e}") from None
+                raise BadInputError(f"{source}: data row {i + 1}: {e}") from None
             except (ValueError, TypeError, KeyError, IndexError) as e:
-                raise BadInputError(f"{source}: row {i}: cannot parse arch {a!r} as {self.space.name}: "
+                raise BadInputError(f"{source}: data row {i + 1}: cannot parse arch {a!r} as {self.space.name}: "
                                     f"{e}") from None
         return out
 

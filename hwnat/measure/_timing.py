@@ -12,14 +12,16 @@ import time
 
 def time_runs(run, *, warmup_s: float, warmup_runs: int, rounds: int, runs: int,
               min_round_s: float, max_runs_per_round: int, cooldown_s: float = 0.0,
-              sync=None) -> list[list[float]]:
+              sync=None, time_once=None) -> list[list[float]]:
     """Warm up, then time ``rounds`` rounds of single calls of ``run()``.
 
     Warm-up runs until both ``warmup_runs`` calls and ``warmup_s`` seconds have passed. Each round times
     single calls with ``time.perf_counter_ns`` until it has ``runs`` samples (when ``runs > 0``) or, when
     ``runs == 0``, until ``min_round_s`` seconds have passed (at least 3 and at most
     ``max_runs_per_round`` samples). ``sync`` (optional) is called after each run before the clock stops
-    (e.g. a CUDA synchronise).
+    (e.g. a CUDA synchronise). ``time_once`` (optional) replaces the host clock for the timed runs: it
+    does one run and returns its duration in milliseconds as the device measured it (e.g. CUDA events
+    recorded around a kernel launch); warm-up still calls ``run()`` and ``sync()``.
 
     Returns:
         one list of samples in milliseconds per round.
@@ -38,12 +40,15 @@ def time_runs(run, *, warmup_s: float, warmup_runs: int, rounds: int, runs: int,
         samples: list[float] = []
         start = time.perf_counter()
         while True:
-            a = time.perf_counter_ns()
-            run()
-            if sync is not None:
-                sync()
-            b = time.perf_counter_ns()
-            samples.append((b - a) / 1e6)
+            if time_once is not None:
+                samples.append(float(time_once()))
+            else:
+                a = time.perf_counter_ns()
+                run()
+                if sync is not None:
+                    sync()
+                b = time.perf_counter_ns()
+                samples.append((b - a) / 1e6)
             n = len(samples)
             if runs > 0:
                 if n >= runs:

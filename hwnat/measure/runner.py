@@ -11,14 +11,16 @@ from hwnat.measure.stats import Measurement
 log = logging.getLogger(__name__)
 
 
-def measure_callable(run, protocol: Protocol, sync=None) -> Measurement:
+def measure_callable(run, protocol: Protocol, sync=None, time_once=None) -> Measurement:
     """Time ``run()`` with ``protocol``; an unstable result is re-measured up to
-    ``protocol.max_remeasure`` times and the most stable attempt is kept (``extra["attempts"]``)."""
+    ``protocol.max_remeasure`` times and the most stable attempt is kept (``extra["attempts"]``).
+
+    ``time_once`` (optional): one run timed by the device itself, in ms (see ``time_runs``)."""
     best: Measurement | None = None
     attempts = 0
     for _ in range(protocol.max_remeasure + 1):
         attempts += 1
-        rounds = time_runs(run, sync=sync, **protocol.timing_kwargs())
+        rounds = time_runs(run, sync=sync, time_once=time_once, **protocol.timing_kwargs())
         m = Measurement.from_rounds(rounds, protocol.unstable_tolerance)
         if best is None or _spread(m) < _spread(best):
             best = m

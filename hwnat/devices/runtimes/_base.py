@@ -36,12 +36,16 @@ def get_runtime(spec: RuntimeSpec) -> Runtime:
 
 class Loaded:
     """A loaded model: ``run()`` does one inference on bound random inputs; ``sync`` (or None) waits for
-    asynchronous work (GPU); ``close()`` frees it."""
+    asynchronous work (GPU); ``time_once`` (or None) does one inference and returns its duration in
+    milliseconds as the device measured it (CUDA events), used instead of the host clock when given;
+    ``close()`` frees it."""
 
     def __init__(self, run: Callable[[], object], sync: Callable[[], object] | None = None,
-                 close: Callable[[], object] | None = None, info: dict | None = None):
+                 close: Callable[[], object] | None = None, info: dict | None = None,
+                 time_once: Callable[[], float] | None = None):
         self.run = run
         self.sync = sync
+        self.time_once = time_once
         self._close = close
         self.info = info or {}
 
