@@ -45,6 +45,14 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """The torch runtime sets torch's (process-wide) thread count: give later tests theirs back."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def device_yaml(tmp_path, name: str, runtime: dict) -> str:
     p = tmp_path / f"{name}.yaml"
     p.write_text(yaml.safe_dump({"name": name, "transport": {"kind": "local"}, "runtime": runtime,
@@ -351,3 +359,282 @@ def test_cli_export_torch_format(tmp_path):
     r = run_cli(["export", "--space", "nasbench201", "--arch", ARCH, "--format", "torch",
                  "--out", tmp_path / "n.onnx"])
     assert r.exit_code == 2 and "use a name ending in .pt" in one_line_error(r)
+
+
+# ---- GPU code paths against fake backends (control flow and API use only; no GPU here) ---------------
+
+class _Named:
+    def __init__(self, name):
+        self.name = name
+
+
+class _FakeEvent:
+    def __init__(self, log, enable_timing=False):
+        self.log = log
+
+    def record(self, stream=None):
+        self.log.append("record")
+
+    def synchronize(self):
+        self.log.append("event-sync")
+
+    def elapsed_time(self, other):
+        return 0.75
+
+
+class _FakeStream:
+    cuda_stream = 1234
+
+    def __init__(self, log, device=None):
+        self.log = log
+
+    def synchronize(self):
+        self.log.append("stream-sync")
+
+    def wait_stream(self, other):
+        self.log.append("wait")
+
+
+class _FakeGraph:
+    def __init__(self, log):
+        self.log = log
+
+    def replay(self):
+        self.log.append("replay")
+
+
+class _FakeCtx:
+    def __init__(self, log, what):
+        self.log, self.what = log, what
+
+    def __enter__(self):
+        self.log.append(f"enter-{self.what}")
+
+    def __exit__(self, *exc):
+        self.log.append(f"exit-{self.what}")
+
+
+class FakeTorch:
+    """Real torch (CPU tensors) with a fake ``torch.cuda`` that records what it is asked to do."""
+
+    def __init__(self):
+        import types
+
+        self.log = []
+        log = self.log
+        self.cuda = types.SimpleNamespace(
+            is_available=lambda: True, device_count=lambda: 1, current_device=lambda: 0,
+            set_device=lambda d: log.append(f"set_device {d}"), get_device_name=lambda d=None: "FakeGPU",
+            get_device_capability=lambda d=None: (9, 0), synchronize=lambda d=None: log.append("sync"),
+            empty_cache=lambda: log.append("empty_cache"),
+            Stream=lambda device=None: _FakeStream(log, device), current_stream=lambda d=None: _FakeStream(log),
+            stream=lambda s: _FakeCtx(log, "stream"), Event=lambda enable_timing=False: _FakeEvent(log),
+            CUDAGraph=lambda: _FakeGraph(log), graph=lambda g: _FakeCtx(log, "capture"))
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+    def empty(self, shape, dtype=None, device=None):
+        self.log.append(f"empty {list(shape)} on {device}")
+        return torch.empty(shape, dtype=dtype)
+
+    def Generator(self, device=None):  # noqa: N802  (torch's name)
+        return torch.Generator()
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_torch_cuda_path_with_fake_cuda(tmp_path, graphs):
+    from hwnat.devices.runtimes.torch import TorchSettings, _cuda_loaded
+    from hwnat.export.torchscript import load_torchscript
+
+    ft = FakeTorch()
+    module = load_torchscript(model_file("torch", tmp_path)).eval()
+    x = torch.zeros(SHAPE)
+    calls = []
+    loaded = _cuda_loaded(ft, module, x, lambda: calls.append(1), TorchSettings("cuda:0", graphs), {})
+    assert loaded.time_once() == 0.75 and loaded.sync is not None
+    if graphs:  # 3 eager warm-up calls on a side stream, then the capture; a timed run replays the graph
+        assert len(calls) == 3 and ft.log.index("enter-stream") < ft.log.index("enter-capture")
+        assert ft.log[-4:] == ["record", "replay", "record", "event-sync"] and loaded.info["cuda_graphs"]
+    else:  # a timed run launches the module between two event records
+        assert calls == [1] and "replay" not in ft.log and ft.log[-3:] == ["record", "record", "event-sync"]
+    loaded.close()
+    assert ft.log[-2:] == ["sync", "empty_cache"]
+
+
+def fake_tensorrt(version: str, log: list):
+    """A stand-in ``tensorrt`` module with the names hwnat's runtime uses (TensorRT 8.6/10 Python API)."""
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__version__ = version
+    trt.Logger = type("Logger", (), {"WARNING": 2, "__init__": lambda self, sev: None})
+    trt.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=0)
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE="WORKSPACE")
+    trt.BuilderFlag = types.SimpleNamespace(FP16="FP16", INT8="INT8")
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+    trt.DataType = types.SimpleNamespace(FLOAT=_Named("FLOAT"))
+    trt.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
+    dyn = (-1, *SHAPE[1:])
+    out_shape = (1, 8, 16, 16)
+
+    class Tensor:
+        def __init__(self, name, shape):
+            self.name, self.shape, self.dtype = name, shape, trt.DataType.FLOAT
+
+    class Network:
+        num_inputs = 1
+
+        def get_input(self, i):
+            return Tensor("input", dyn)
+
+    class Parser:
+        num_errors = 0
+
+        def __init__(self, network, logger):
+            pass
+
+        def parse(self, data):
+            log.append(f"parse {len(data)} bytes")
+            return data[:2] != b"no"
+
+    class Profile:
+        def set_shape(self, name, lo, opt, hi):
+            log.append(f"profile {name} {list(lo)} {list(opt)} {list(hi)}")
+
+    class Config:
+        int8_calibrator = None
+
+        def set_memory_pool_limit(self, pool, size):
+            log.append(f"pool {pool} {size}")
+
+        def set_flag(self, flag):
+            log.append(f"flag {flag}")
+
+        def add_optimization_profile(self, p):
+            log.append("add profile")
+
+        def set_calibration_profile(self, p):
+            log.append("calibration profile")
+
+    class Builder:
+        def __init__(self, logger):
+            pass
+
+        def create_network(self, flags):
+            log.append(f"network flags {flags}")
+            return Network()
+
+        def create_builder_config(self):
+            return Config()
+
+        def create_optimization_profile(self):
+            return Profile()
+
+        def build_serialized_network(self, network, config):
+            calib = config.int8_calibrator
+            if calib is not None:
+                n = 0
+                while calib.get_batch(["input"]) is not None:
+                    n += 1
+                log.append(f"calibrated {n} batches of {calib.get_batch_size()}")
+            log.append("build")
+            return b"PLAN"
+
+    class Context:
+        def set_input_shape(self, name, shape):
+            log.append(f"input shape {name} {list(shape)}")
+            return True
+
+        def get_tensor_shape(self, name):
+            return out_shape
+
+        def set_tensor_address(self, name, ptr):
+            log.append(f"address {name}")
+
+        def execute_async_v3(self, handle):
+            log.append(f"execute {handle}")
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ["input", "output"][i]
+
+        def get_tensor_mode(self, name):
+            return trt.TensorIOMode.INPUT if name == "input" else trt.TensorIOMode.OUTPUT
+
+        def get_tensor_dtype(self, name):
+            return trt.DataType.FLOAT
+
+        def get_tensor_shape(self, name):
+            return dyn if name == "input" else out_shape
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, plan):
+            log.append(f"deserialize {plan!r}")
+            return Engine()
+
+    trt.Builder, trt.OnnxParser, trt.Runtime = Builder, Parser, Runtime
+    return trt
+
+
+@pytest.mark.parametrize("version, precision, expect", [
+    ("10.3.0", "int8", ["network flags 0", "pool WORKSPACE 268435456", "flag INT8", "flag FP16",
+                        "profile input [1, 3, 16, 16] [1, 3, 16, 16] [1, 3, 16, 16]", "add profile",
+                        "calibration profile", "calibrated 8 batches of 1", "build"]),
+    ("8.6.1", "fp16", ["network flags 1", "pool WORKSPACE 268435456", "flag FP16",
+                       "profile input [1, 3, 16, 16] [1, 3, 16, 16] [1, 3, 16, 16]", "add profile", "build"]),
+])
+def test_tensorrt_build_cache_and_run_with_fake_backend(tmp_path, monkeypatch, version, precision, expect):
+    import sys
+
+    from hwnat.devices.runtimes.tensorrt import TensorRtRuntime
+
+    log = []
+    ft = FakeTorch()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt(version, log))
+    monkeypatch.setattr(TensorRtRuntime, "_torch_cuda", lambda self: ft)
+    path = device_yaml(tmp_path, "trt", {"kind": "tensorrt", "precision": precision,
+                                         "options": {"workspace_mib": 256}})
+    model = model_file("onnx", tmp_path)
+    with open_device(path) as dev:
+        assert dev.model_format == "onnx" and dev.fingerprint()["timer"] == "cuda_events"
+        loaded = dev.runtime.load(str(model), SHAPE)
+        assert [x for x in log if x.split()[0] in ("network", "pool", "flag", "profile", "add", "calibration",
+                                                   "calibrated", "build")] == expect
+        assert loaded.info["engine"] == "built" and loaded.info["io"] == {"input": list(SHAPE),
+                                                                         "output": [1, 8, 16, 16]}
+        assert "input shape input [1, 3, 16, 16]" in log and {"address input", "address output"} <= set(log)
+        assert loaded.time_once() == 0.75 and log[-1] == "execute 1234"
+        loaded.close()
+        engines = list(tmp_path.glob("tiny.*.engine"))
+        assert len(engines) == 1 and engines[0].read_bytes() == b"PLAN"
+        log.clear()
+        m = dev.measure(str(model), SHAPE)  # second load: the cached engine, no build
+        assert "build" not in log and m.median_ms == 0.75
+        assert dev.runtime.load(str(model), SHAPE).info["engine"] == "cached"
+
+
+def test_tensorrt_parse_failure_and_trt11_fp16_with_fake_backend(tmp_path, monkeypatch):
+    import sys
+
+    from hwnat.devices.runtimes.tensorrt import TensorRtRuntime
+
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("10.3.0", []))
+    monkeypatch.setattr(TensorRtRuntime, "_torch_cuda", lambda self: FakeTorch())
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    rt = TensorRtRuntime(RuntimeSpec(kind="tensorrt"))
+    with pytest.raises(DeviceError, match="could not parse bad.onnx"):
+        rt.load(str(bad), SHAPE)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_tensorrt("11.0.0", []))
+    with pytest.raises(DeviceError, match="strongly typed"):
+        TensorRtRuntime(RuntimeSpec(kind="tensorrt", precision="fp16")).check()

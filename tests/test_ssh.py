@@ -168,10 +168,11 @@ def test_devices_check_cli(sshd_device):
 
 
 def test_check_reports_missing_runtime_with_exit_3(sshd, tmp_path):
-    dev_file = sshd.device_yaml(tmp_path / "litert.yaml", runtime={"kind": "litert", "threads": 1})
+    # TensorRT cannot be installed on this machine, so the remote agent must report it missing
+    dev_file = sshd.device_yaml(tmp_path / "trt.yaml", runtime={"kind": "tensorrt", "threads": 1})
     res = run_cli(["devices", "check", dev_file])
     assert res.exit_code == 3
-    assert "missing" in res.stdout and "ai-edge-litert" in one_line_error(res)
+    assert "missing" in res.stdout and "tensorrt" in one_line_error(res)
 
 
 def test_unreachable_port_exits_3(sshd, tmp_path, monkeypatch):

@@ -560,6 +560,7 @@ def _check_local(spec: DeviceSpec) -> dict:
     info: dict = {}
     try:
         runtime = get_runtime(rt)
+        runtime.check()  # e.g. CUDA asked for and absent
         info = runtime.info()
         rep["runtime_version"] = info.get("runtime_version")
     except (DeviceError, BadInputError) as e:
