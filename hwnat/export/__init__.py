@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwnat.errors import BadInputError
+from hwnat._registry import Registry
 from hwnat.export.onnx import ExportError, check_onnx, export_onnx, write_atomic
 
 
@@ -43,12 +43,11 @@ class Exporter:
         return float(self._resolve(self.check_ref)(module, path, tuple(input_shape)))
 
 
-_EXPORTERS: dict[str, Exporter] = {}
+EXPORTERS: Registry[Exporter] = Registry("model format")
 
 
 def register_exporter(exporter: Exporter) -> Exporter:
-    _EXPORTERS[exporter.name] = exporter
-    return exporter
+    return EXPORTERS.register(exporter.name, exporter)
 
 
 register_exporter(Exporter("onnx", ".onnx", "hwnat.export.onnx:export_onnx", "hwnat.export.onnx:check_onnx",
@@ -61,14 +60,12 @@ register_exporter(Exporter("tflite", ".tflite", "hwnat.export.tflite:export_tfli
 
 def list_formats() -> list[str]:
     """Names of the registered model-file formats."""
-    return sorted(_EXPORTERS)
+    return EXPORTERS.names()
 
 
 def get_exporter(fmt: str) -> Exporter:
     """The exporter of format ``fmt``; ``BadInputError`` listing the valid ones when unknown."""
-    if fmt not in _EXPORTERS:
-        raise BadInputError(f"no exporter for model format {fmt!r}; expected one of: {', '.join(list_formats())}")
-    return _EXPORTERS[fmt]
+    return EXPORTERS.get(fmt)
 
 
 def export_for_format(fmt: str, module, input_shape: tuple[int, ...], path_stem: str | os.PathLike) -> Path:

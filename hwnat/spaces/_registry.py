@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from fnmatch import fnmatch
-
-from hwnat.errors import BadInputError
+from hwnat._registry import Registry
 from hwnat.spaces._base import SearchSpace
 
-_SPACES: dict[str, Callable[..., SearchSpace]] = {}
+SPACES: Registry[type[SearchSpace]] = Registry("search space", normalize=lambda s: s.replace("_", "-"),
+                                               attr="name")
 
 
 def register_space(name: str):
     """Class decorator: register a ``SearchSpace`` subclass under ``name``."""
-
-    def deco(cls):
-        cls.name = name
-        _SPACES[name] = cls
-        return cls
-
-    return deco
+    return SPACES.register(name)
 
 
 def list_spaces(pattern: str = "*") -> list[str]:
     """Registered space names matching a glob pattern, sorted."""
-    return sorted(n for n in _SPACES if fnmatch(n, pattern))
+    return SPACES.names(pattern)
 
 
 def get_space(name: str, **options) -> SearchSpace:
-    """Instantiate a registered space. Accepts ``ofa_mbv3`` for ``ofa-mbv3``.
+    """Instantiate a registered space (``ofa_mbv3`` is accepted for ``ofa-mbv3``).
 
     Raises:
         BadInputError: unknown name (the message lists the valid ones) or bad options.
     """
-    key = name.replace("_", "-")
-    if key not in _SPACES:
-        raise BadInputError(f"unknown search space {name!r}; expected one of: {', '.join(list_spaces())}")
-    return _SPACES[key](**options)
+    return SPACES.get(name)(**options)

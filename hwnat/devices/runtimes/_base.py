@@ -5,33 +5,24 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+from hwnat._registry import Registry
 from hwnat.devices.spec import RuntimeSpec
-from hwnat.errors import BadInputError
 
-_RUNTIMES: dict[str, type[Runtime]] = {}
+RUNTIMES: Registry[type[Runtime]] = Registry("in-process runtime", attr="name")
 
 
 def register_runtime(name: str):
     """Class decorator registering a ``Runtime`` subclass under ``name``."""
-
-    def deco(cls):
-        cls.name = name
-        _RUNTIMES[name] = cls
-        return cls
-
-    return deco
+    return RUNTIMES.register(name)
 
 
 def list_runtimes() -> list[str]:
-    return sorted(_RUNTIMES)
+    return RUNTIMES.names()
 
 
 def get_runtime(spec: RuntimeSpec) -> Runtime:
     """Instantiate the runtime a spec names (``DeviceError`` from the runtime when it is missing)."""
-    if spec.kind not in _RUNTIMES:
-        raise BadInputError(f"runtime {spec.kind!r} is not available in-process; expected one of: "
-                            f"{', '.join(list_runtimes())}")
-    return _RUNTIMES[spec.kind](spec)
+    return RUNTIMES.get(spec.kind)(spec)
 
 
 class Loaded:

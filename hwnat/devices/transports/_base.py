@@ -14,28 +14,23 @@ import subprocess
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from hwnat.errors import BadInputError, DeviceError
+from hwnat._registry import Registry
+from hwnat.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-_TRANSPORTS: dict[str, type[Transport]] = {}
+TRANSPORTS: Registry[type[Transport]] = Registry("transport kind", attr="kind")
 
 
 def register_transport(kind: str):
     """Class decorator registering a ``Transport`` subclass for a ``transport.kind`` of a device file."""
-
-    def deco(cls):
-        cls.kind = kind
-        _TRANSPORTS[kind] = cls
-        return cls
-
-    return deco
+    return TRANSPORTS.register(kind)
 
 
 def list_transports() -> list[str]:
     """Registered transport kinds, sorted."""
     _load_builtin()
-    return sorted(_TRANSPORTS)
+    return TRANSPORTS.names()
 
 
 def get_transport(spec) -> Transport:
@@ -51,10 +46,7 @@ def get_transport(spec) -> Transport:
     """
     _load_builtin()
     tspec = getattr(spec, "transport", spec)
-    kind = getattr(tspec, "kind", None)
-    if kind not in _TRANSPORTS:
-        raise BadInputError(f"unknown transport kind {kind!r}; expected one of: {', '.join(sorted(_TRANSPORTS))}")
-    return _TRANSPORTS[kind](tspec)
+    return TRANSPORTS.get(getattr(tspec, "kind", None))(tspec)
 
 
 def _load_builtin() -> None:
