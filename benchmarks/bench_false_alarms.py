@@ -60,15 +60,16 @@ def units(entry, unit: str, include_contended: bool) -> np.ndarray:
     return np.concatenate([np.asarray(r) for r in rounds]) if rounds else np.array([])
 
 
-def verdict(base, cand, method: str, threshold: float, alpha: float) -> str:
+def judge(base, cand, method: str, threshold: float, alpha: float) -> tuple[str, bool]:
+    """(verdict, significant) of one comparison with one method."""
     if method == "naive":  # median of all samples moved by more than the threshold: no test at all
         b, c = units(base, "sample", True), units(cand, "sample", True)
         r = np.median(c) / np.median(b) - 1
-        return REGRESSED if r > threshold else ("improved" if r < -threshold else "unchanged")
+        return (REGRESSED if r > threshold else ("improved" if r < -threshold else "unchanged")), abs(r) > threshold
     unit, incl = {"default": ("round", False), "raw-samples": ("sample", False),
                   "with-contended": ("round", True)}[method]
-    return compare_samples("x", units(base, unit, incl), units(cand, unit, incl), threshold=threshold,
-                           alpha=alpha).verdict
+    e = compare_samples("x", units(base, unit, incl), units(cand, unit, incl), threshold=threshold, alpha=alpha)
+    return e.verdict, e.significant
 
 
 def main() -> None:
@@ -79,6 +80,7 @@ def main() -> None:
     ap.add_argument("--threshold", type=float, default=0.05)
     ap.add_argument("--alpha", type=float, default=0.01)
     ap.add_argument("--default-suite", action="store_true", help="also time the default suite run + compare")
+    ap.add_argument("--keep", type=Path, default=None, help="also keep every run's result JSON here")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bench_false_alarms.json")
     args = ap.parse_args()
 
@@ -97,7 +99,8 @@ def main() -> None:
         for i in range(2 * args.pairs):
             s = suite.model_copy(update={"seed": i})
             t0 = time.perf_counter()
-            res = run_suite(LoadedSuite(suite=s, path=d / "suite.yaml"), commit="bench")
+            keep = args.keep / f"run{i:02d}.json" if args.keep else None
+            res = run_suite(LoadedSuite(suite=s, path=d / "suite.yaml"), commit="bench", out=keep)
             walls.append(time.perf_counter() - t0)
             results.append(res)
             cont = sum(len(e.contended_rounds()) for e in res.entries)
@@ -110,26 +113,36 @@ def main() -> None:
                   for k, m in enumerate(models)}
         ratios = {f: {v: float(pooled[f"{f}-{v}"] / pooled[f"{f}-a"]) for v, _ in VARIANTS[1:]} for f in fam}
 
-        # ---- comparisons
+        # ---- comparisons: disjoint run pairs (independent), and every ordered pair of runs (more
+        # comparisons, not independent of each other; the rates stay unbiased)
         methods = ("default", "raw-samples", "with-contended", "naive")
-        tallies = {m: {"aa": [], "b10": [], "b20": []} for m in methods}
+        n_runs = len(results)
+        byname = [{e.name: e for e in r.entries} for r in results]
+        schemes = {"disjoint": [(2 * p, 2 * p + 1) for p in range(args.pairs)],
+                   "all": [(i, j) for i in range(n_runs) for j in range(n_runs) if i != j]}
+        tallies = {sc: {m: {"aa": [], "aa_sig": [], "b10": [], "b20": []} for m in methods} for sc in schemes}
         suite_alarm = {m: 0 for m in methods}
-        for p in range(args.pairs):
-            x = {e.name: e for e in results[2 * p].entries}
-            y = {e.name: e for e in results[2 * p + 1].entries}
-            for meth in methods:
-                aa = [verdict(x[n], y[n], meth, args.threshold, args.alpha) for n in x]
-                tallies[meth]["aa"] += aa
-                suite_alarm[meth] += any(v == REGRESSED for v in aa)
-                for v in ("b10", "b20"):
-                    for f in fam:
-                        tallies[meth][v].append(verdict(x[f"{f}-a"], y[f"{f}-{v}"], meth, args.threshold, args.alpha))
-                        tallies[meth][v].append(verdict(y[f"{f}-a"], x[f"{f}-{v}"], meth, args.threshold, args.alpha))
+        for sc, pairs in schemes.items():
+            for i, j in pairs:
+                x, y = byname[i], byname[j]
+                for meth in methods:
+                    t = tallies[sc][meth]
+                    if sc == "disjoint" or i < j:  # A/A is symmetric: each unordered pair once
+                        aa = [judge(x[n], y[n], meth, args.threshold, args.alpha) for n in x]
+                        t["aa"] += [v for v, _ in aa]
+                        t["aa_sig"] += [sig for _, sig in aa]
+                        if sc == "disjoint":
+                            suite_alarm[meth] += any(v == REGRESSED for v, _ in aa)
+                    for v in ("b10", "b20"):
+                        for f in fam:
+                            t[v].append(judge(x[f"{f}-a"], y[f"{f}-{v}"], meth, args.threshold, args.alpha)[0])
+                            if sc == "disjoint":  # the other direction in time, too
+                                t[v].append(judge(y[f"{f}-a"], x[f"{f}-{v}"], meth, args.threshold, args.alpha)[0])
 
         # cross-check: the library's file-level compare agrees with the per-entry calls on A/A
         c0 = compare_results(result_from_dict(results[0].model_dump()), result_from_dict(results[1].model_dump()),
                              threshold=args.threshold, alpha=args.alpha)
-        assert [e.verdict for e in c0.entries] == tallies["default"]["aa"][:len(models)]
+        assert [e.verdict for e in c0.entries] == tallies["disjoint"]["default"]["aa"][:len(models)]
 
         def rate(vs, what=REGRESSED):
             return {"n": len(vs), "count": sum(v == what for v in vs), "rate": sum(v == what for v in vs) / len(vs)}
@@ -141,14 +154,16 @@ def main() -> None:
                          "models": [{k: v for k, v in m.items() if k != "model"} for m in models]},
             "measured_slowdown": ratios,
             "median_ms": {k: float(v) for k, v in pooled.items()},
-            "methods": {m: {"false_alarm": rate(t["aa"]),
-                            "false_improved": rate(t["aa"], "improved"),
-                            "insufficient_aa": rate(t["aa"], "insufficient data"),
-                            "suite_false_alarm": {"n": args.pairs, "count": suite_alarm[m],
-                                                  "rate": suite_alarm[m] / args.pairs},
-                            "detect_10": rate(t["b10"]), "detect_20": rate(t["b20"]),
-                            "insufficient_ab": rate(t["b10"] + t["b20"], "insufficient data")}
-                        for m, t in tallies.items()},
+            "methods": {sc: {m: {"false_alarm": rate(t["aa"]),
+                                 "significant_aa": {"n": len(t["aa_sig"]), "count": int(sum(t["aa_sig"])),
+                                                    "rate": float(np.mean(t["aa_sig"]))},
+                                 "false_improved": rate(t["aa"], "improved"),
+                                 "insufficient_aa": rate(t["aa"], "insufficient data"),
+                                 "detect_10": rate(t["b10"]), "detect_20": rate(t["b20"]),
+                                 "insufficient_ab": rate(t["b10"] + t["b20"], "insufficient data")}
+                             for m, t in tallies[sc].items()} for sc in schemes},
+            "suite_false_alarm": {m: {"n": args.pairs, "count": suite_alarm[m], "rate": suite_alarm[m] / args.pairs}
+                                  for m in methods},
             "wall": {"run_s_mean": float(np.mean(walls)), "entries_per_run": len(models),
                      "per_entry_s": float(np.mean(walls) / len(models)),
                      "per_entry_pass_s": float(np.mean(walls) / len(models) / rounds),
@@ -179,14 +194,18 @@ def main() -> None:
     print(f"\n{out['cpu']}, {rounds} rounds/run, {args.pairs} run pairs, threshold {args.threshold:.0%}, "
           f"alpha {args.alpha:g}")
     print("measured slowdowns: " + ", ".join(f"{f}: b10 {r['b10']:.3f}x, b20 {r['b20']:.3f}x" for f, r in ratios.items()))
-    print(f"{'method':<15} {'false alarms':>16} {'suite-level':>12} {'detect ~10%':>14} {'detect ~20%':>14} "
-          f"{'insufficient':>12}")
-    for m, r in out["methods"].items():
-        fa, sa, d10, d20 = r["false_alarm"], r["suite_false_alarm"], r["detect_10"], r["detect_20"]
-        ins = r["insufficient_aa"]["count"] + r["insufficient_ab"]["count"]
-        print(f"{m:<15} {fa['count']:>4}/{fa['n']:<4} {fa['rate']:6.1%} {sa['count']:>3}/{sa['n']:<3} "
-              f"{d10['count']:>3}/{d10['n']:<3} {d10['rate']:6.1%} {d20['count']:>3}/{d20['n']:<3} {d20['rate']:6.1%} "
-              f"{ins:>12}")
+    for sc, label in (("disjoint", "independent run pairs"), ("all", "every pair of runs")):
+        print(f"-- {label}")
+        print(f"{'method':<15} {'false alarms':>16} {'p<alpha in A/A':>16} {'detect ~10%':>14} {'detect ~20%':>14} "
+              f"{'insufficient':>12}")
+        for m, r in out["methods"][sc].items():
+            fa, sg, d10, d20 = r["false_alarm"], r["significant_aa"], r["detect_10"], r["detect_20"]
+            ins = r["insufficient_aa"]["count"] + r["insufficient_ab"]["count"]
+            print(f"{m:<15} {fa['count']:>4}/{fa['n']:<4} {fa['rate']:6.1%} {sg['count']:>4}/{sg['n']:<4} {sg['rate']:6.1%} "
+                  f"{d10['count']:>3}/{d10['n']:<3} {d10['rate']:6.1%} {d20['count']:>3}/{d20['n']:<3} {d20['rate']:6.1%} "
+                  f"{ins:>12}")
+    print("suite-level false alarms (any entry of a disjoint pair): " +
+          ", ".join(f"{m} {r['count']}/{r['n']}" for m, r in out["suite_false_alarm"].items()))
     w = out["wall"]
     print(f"wall: {w['run_s_mean']:.1f} s per run of {w['entries_per_run']} entries = {w['per_entry_s']:.2f} s per "
           f"entry ({w['per_entry_pass_s']:.3f} s per entry per pass); contended rounds "

@@ -297,7 +297,7 @@ def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01,
                     allow_env_change: bool = False, include_contended: bool = False) -> Comparison:
     """Compare two ``BenchResult`` s entry by entry (matched by name).
 
-    Rounds the run marked ``contended`` (another process kept the runtime waiting for a CPU) are left
+    Rounds the run marked ``contended`` (other processes preempted the runtime or kept the CPUs busy) are left
     out unless ``include_contended``; an entry left with too few rounds is ``insufficient data``.
 
     Raises:
@@ -332,7 +332,7 @@ def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01,
         if n_cont:
             n_all = sum(len(e.rounds_ms) for e in r.entries)
             warnings.append(f"the {label} run had {n_cont} of {n_all} rounds contended (another process "
-                            "kept the runtime waiting for a CPU); they are "
+                            "preempted the runtime or kept the CPUs busy); they are "
                             + ("included (--include-contended)" if include_contended else "left out"))
         throttled = [e.name for e in r.entries if e.throttled_rounds()]
         if throttled:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnat.bench.contention import Probe, sched_ns
 from hwnat.bench.store import FORMAT, SCHEMA_VERSION, BenchResult, result_from_dict, save_result
 from hwnat.bench.suite import LoadedSuite, SuiteEntry
 from hwnat.errors import BadInputError, HwnatError
@@ -184,8 +185,8 @@ def run_suite(loaded: LoadedSuite, *, device: str | None = None, rounds: int | N
                 "device": dev.name, "fingerprint": fp, "protocol": protocol.model_dump(),
                 "rounds": passes, "shuffle": suite.shuffle, "seed": suite.seed,
                 "cooldown_s": suite.cooldown_s, "complete": False,
-                "contention": {"max_wait_frac": suite.max_wait_frac, "retries": suite.contention_retries,
-                               "backoff_s": suite.contention_backoff_s,
+                "contention": {"max_wait_frac": suite.max_wait_frac, "max_busy_frac": suite.max_busy_frac,
+                               "retries": suite.contention_retries, "backoff_s": suite.contention_backoff_s,
                                "measured": dev.spec.transport.kind == "local" and sched_ns() is not None},
                 "git_commit": commit or git_commit(),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -222,36 +223,11 @@ def _check_writable(out: Path) -> None:
         raise BadInputError(f"--out {out}: not a writable file path")
 
 
-def sched_ns() -> tuple[int, int] | None:
-    """(time on a CPU, time waiting on the run queue) summed over this process's threads, in ns, from
-    ``/proc/self/task/*/schedstat``; None where the kernel does not expose it."""
-    run = wait = 0
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except OSError:
-        return None
-    for t in tasks:
-        try:
-            with open(f"/proc/self/task/{t}/schedstat") as f:
-                parts = f.read().split()
-        except OSError:
-            continue  # a thread that ended meanwhile
-        if len(parts) < 2:
-            return None
-        run += int(parts[0])
-        wait += int(parts[1])
-    return run, wait
-
-
 def _timed_pass(dev, p: PreparedEntry, protocol, local: bool):
-    """One timing of one entry, with the fraction of its wall time spent waiting for a CPU."""
-    s0 = sched_ns() if local else None
-    t0 = time.perf_counter_ns()
-    m = dev.measure(str(p.path), p.input_shape, protocol)
-    wall = time.perf_counter_ns() - t0
-    s1 = sched_ns() if s0 is not None else None
-    frac = (s1[1] - s0[1]) / wall if s1 is not None and wall > 0 else None
-    return m, frac
+    """One timing of one entry, with what the contention probe saw (local devices only)."""
+    with Probe(enabled=local) as probe:
+        m = dev.measure(str(p.path), p.input_shape, protocol)
+    return m, probe.reading
 
 
 def _measure_passes(dev, prepared, data, protocol, passes, suite, t_start, progress, sleep) -> None:
@@ -270,22 +246,21 @@ def _measure_passes(dev, prepared, data, protocol, passes, suite, t_start, progr
             best = None
             tries = 0
             for _ in range(suite.contention_retries + 1):
-                m, frac = _timed_pass(dev, p, protocol, local)
+                m, reading = _timed_pass(dev, p, protocol, local)
                 tries += 1
-                if best is None or (frac is not None and frac < best[1]):
-                    best = (m, frac)
-                if frac is None or frac <= suite.max_wait_frac:
+                if best is None or reading.score() < best[1].score():
+                    best = (m, reading)
+                if not reading.contended(suite.max_wait_frac, suite.max_busy_frac):
                     break
-                log.info("%s: contended pass (waited for a CPU %.0f%% of the time), re-timing",
-                         p.entry.name, 100 * frac)
+                log.info("%s: contended pass (%s), re-timing", p.entry.name, reading.to_dict())
                 sleep(suite.contention_backoff_s)
-            m, frac = best
+            m, reading = best
             rec = data["entries"][int(i)]
             rec["rounds_ms"].append([round(x, 6) for r in m.rounds_ms for x in r])
             info = {"pass": k, "position": pos, "t_s": round(t, 3)}
-            if frac is not None:
-                info.update(wait_frac=round(frac, 4), contended=frac > suite.max_wait_frac,
-                            tries=tries)
+            if reading.to_dict():
+                info.update(reading.to_dict(), tries=tries,
+                            contended=reading.contended(suite.max_wait_frac, suite.max_busy_frac))
             info.update({key: v for key, v in m.extra.items() if key != "attempts"})
             rec["round_info"].append(info)
             if progress is not None:

@@ -64,7 +64,7 @@ class EntryResult(BaseModel):
         return v
 
     def contended_rounds(self) -> list[int]:
-        """Passes during which another process kept the runtime waiting for a CPU (see ``bench.run``)."""
+        """Passes during which other processes preempted the runtime or kept the CPUs busy (``bench.contention``)."""
         return [i for i, info in enumerate(self.round_info) if info.get("contended")]
 
     def clean_rounds_ms(self) -> list[list[float]]:

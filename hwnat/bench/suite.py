@@ -72,13 +72,17 @@ class Suite(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=100)
     description: str = ""
     device: str = Field("cpu", description="device name or YAML path; `bench run --device` overrides it")
-    rounds: int = Field(12, ge=3, le=1000, description="interleaved passes (= samples per entry)")
+    rounds: int = Field(20, ge=3, le=1000, description="interleaved passes (= samples per entry)")
     shuffle: bool = Field(True, description="shuffle the entry order in every pass")
     seed: int = Field(0, description="seed of the shuffles")
     cooldown_s: float = Field(0.0, ge=0, le=600, description="sleep between two timed entries")
     max_wait_frac: float = Field(
         0.10, gt=0, le=1, description="local devices: a pass whose threads waited for a CPU (run queue) "
         "longer than this fraction of its wall time is contended (another process took the CPU)")
+    max_busy_frac: float = Field(
+        0.25, gt=0, le=1, description="local devices: a pass during which other processes used more than "
+        "this fraction of the CPU capacity this process left free is contended (a busy neighbour slows "
+        "the runtime through shared cores, caches and memory without preempting it)")
     contention_retries: int = Field(2, ge=0, le=20, description="re-time a contended pass this many times")
     contention_backoff_s: float = Field(0.25, ge=0, le=60, description="sleep before re-timing a contended pass")
     protocol: dict = Field(default_factory=dict, description="overrides of the device's timing protocol")

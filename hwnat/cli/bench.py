@@ -84,7 +84,7 @@ def run_cmd(suite_path: str, device: str | None, out: Path, rounds: int | None, 
     busy = sum(r["contended"] for r in rows)
     if busy and not quiet:
         err(f"warning: {busy} of {sum(r['rounds'] for r in rows)} rounds stayed contended (other processes "
-            "kept the runtime waiting for a CPU); compare leaves them out")
+            "preempted the runtime or kept the CPUs busy); compare leaves them out")
     if not quiet:
         err(f"wrote {out} ({res.wall_s:.1f} s)")
 
@@ -117,7 +117,7 @@ def _alpha(ctx, param, value):
 @click.option("--allow-env-change", is_flag=True,
               help="Compare even when the fingerprints differ (CPU, runtime version, threads...).")
 @click.option("--include-contended", is_flag=True,
-              help="Also use rounds during which another process kept the runtime waiting for a CPU.")
+              help="Also use rounds during which other processes preempted the runtime or kept the CPUs busy.")
 @click.option("--fail-on-insufficient", is_flag=True,
               help="Exit 3 when an entry has insufficient data (too few rounds, or the device was busy).")
 @click.option("--allow-missing", is_flag=True,

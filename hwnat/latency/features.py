@@ -234,18 +234,32 @@ class ArchFeatures:
         fl, pa = self.flops_params(g)
         ids = self.space.slots(g)
         act = self._slot_numeric["act_k"][ids]
-        st = self._stage_matrix
-        parts = [g[:, gi].astype(np.float32), (g[:, oi] == ov).astype(np.float32),
-                 np.column_stack([fl / 1e6, pa / 1e6, act.sum(axis=1)]).astype(np.float32),
-                 (act @ st).astype(np.float32)]
+        out = np.empty((n, len(self.names)), dtype=np.float32)
+        c = 0
+
+        def put(block: np.ndarray) -> None:
+            nonlocal c
+            w = block.shape[1]
+            out[:, c:c + w] = block
+            c += w
+
+        put(g[:, gi])
+        put(g[:, oi] == ov)
+        put(np.column_stack([fl / 1e6, pa / 1e6, act.sum(axis=1)]))
+        put(act @ self._stage_matrix)
         for p, js in self._column_index:
-            parts.append(self._slot_numeric[p][ids[:, js]].astype(np.float32))
+            put(self._slot_numeric32[p][ids[:, js]])
         if self.has_table:
             ts = self.table_sums(g) if table_stage_ms is None else np.asarray(table_stage_ms, dtype=np.float64)
             if ts.shape != (n, self.n_stages):
                 raise BadInputError(f"table_stage_ms must have shape ({n}, {self.n_stages}), got {ts.shape}")
-            parts.append(np.column_stack([ts.sum(axis=1), ts]).astype(np.float32))
-        return np.hstack(parts)
+            put(np.column_stack([ts.sum(axis=1), ts]))
+        assert c == out.shape[1]
+        return out
+
+    @cached_property
+    def _slot_numeric32(self) -> dict[str, np.ndarray]:
+        return {k: v.astype(np.float32) for k, v in self._slot_numeric.items()}
 
     @cached_property
     def _genome_index(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
