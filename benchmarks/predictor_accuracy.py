@@ -309,7 +309,7 @@ def aggregate(records: list[dict]) -> pd.DataFrame:
                    residual_share=("mode", lambda s: float(np.mean([m != "base" for m in s])))))
 
 
-def plot(scatter: dict, out_dir: Path) -> list[str]:
+def plot(scatter: dict, out_dir: Path, tag: str = "") -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -342,7 +342,7 @@ def plot(scatter: dict, out_dir: Path) -> list[str]:
         fig.supxlabel("measured ms", fontsize=8)
         fig.supylabel("predicted ms", fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"predictor_scatter_{space}_k{k}.png"
+        path = out_dir / f"predictor_scatter_{space}_k{k}{tag}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         files.append(str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path))
@@ -580,7 +580,7 @@ def main(argv=None) -> None:
         result["throughput"] = throughput(threads=2)
     if a.cpu_table and a.cpu_data:
         result["cpu"] = cpu_table_residual(a.cpu_table, a.cpu_data)
-    result["plots"] = plot(scatter, out.parent)
+    result["plots"] = plot(scatter, out.parent, "_strict" if a.strict_library else "")
     result["targets"] = targets_text(result)
     result["config"]["elapsed_s"] = time.time() - t0
     out.write_text(json.dumps(result, indent=1, default=float))
