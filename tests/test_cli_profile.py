@@ -202,3 +202,21 @@ def test_export_subnet_and_block(tmp_path):
     assert r.exit_code == 0 and "nb201_nor_conv_3x3" in r.output
     r = run_cli(["export", "--space", "nasbench201", "--arch", ARCH, "--block", "999", "--out", tmp_path / "x.onnx"])
     assert r.exit_code == 2
+
+
+def test_latency_reports_residual_predictor(tmp_path):
+    """profile --subnets data trains the table+residual predictor; `latency` then shows it with an interval."""
+    dev = fast_device(tmp_path)
+    table = tmp_path / "nasbench201.json"
+    r = run_cli(["-q", "profile", "--device", dev, "--space", "nasbench201", "--out", table, "--subnets", "12"])
+    assert r.exit_code == 0, r.output
+    model = tmp_path / "nasbench201.predictor.json"
+    r = run_cli(["predictor", "fit", "--space", "nasbench201", "--data", tmp_path / "nasbench201.subnets.csv",
+                 "--target", "cpu", "--table", table, "--out", model])
+    assert r.exit_code == 0, r.output
+    r = run_cli(["latency", "--device", dev, "--space", "nasbench201", "--arch", ARCH, "--table", table, "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["predictor"] == str(model)
+    assert d["predicted_lo_ms"] <= d["predicted_ms"] <= d["predicted_hi_ms"] and d["predicted_ms"] > 0
+    assert d["interval"] == "90% interval"

@@ -36,9 +36,11 @@ def read_arch_column(path: Path) -> list[str]:
 @click.option("--arch", "-a", required=True, help="Architecture in the space's canonical string form.")
 @click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Latency table [default: latency_tables/<device>/<space>.json].")
+@click.option("--predictor", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Predictor JSON [default: <space>.predictor.json next to the table, when present].")
 @click.option("--measure", "do_measure", is_flag=True, help="Also measure the architecture end to end.")
 @json_option
-def latency(device, space, arch, table, do_measure, as_json):
+def latency(device, space, arch, table, predictor, do_measure, as_json):
     """Latency of one architecture on DEVICE: the table sum, a predictor's estimate where one exists,
     and (with --measure) the measured end-to-end latency.
 
@@ -61,7 +63,7 @@ def latency(device, space, arch, table, do_measure, as_json):
     lut = LatencyTable.load(path, space=sp.name, device=spec.name)
     result = {"arch": sp.format(a), "space": sp.name, "device": spec.name, "table": str(path),
               "table_ms": lut.sum(sp, a), "flops_m": sp.flops(a) / 1e6, "params_m": sp.params(a) / 1e6}
-    result.update(_predicted(spec.name, sp, a, lut))
+    result.update(_predicted(Path(path), sp, a, predictor))
     if do_measure:
         import tempfile
 
@@ -86,13 +88,21 @@ def latency(device, space, arch, table, do_measure, as_json):
     click.echo(f"FLOPs {result['flops_m']:.1f} M, params {result['params_m']:.2f} M")
 
 
-def _predicted(device: str, space, arch, lut) -> dict:
-    """The residual predictor's estimate, when ``latency_tables/<device>/<space>.predictor.json`` exists."""
-    try:
-        from hwnat.latency.predictor import predict_with_table_model
-    except ImportError:
+def _predicted(table_path: Path, space, arch, model: Path | None) -> dict:
+    """The predictor's estimate and interval: ``--predictor`` or, next to the table,
+    ``<space>.predictor.json`` (fit it with ``hwnat predictor fit`` on ``<space>.subnets.csv``)."""
+    from hwnat.latency.predictor import LatencyPredictor
+
+    path = model or table_path.with_name(f"{space.name}.predictor.json")
+    if not path.is_file():
         return {}
-    return predict_with_table_model(device, space, arch, lut) or {}
+    pred = LatencyPredictor.load(path, space=space.name)
+    ms, lo, hi = pred.predict_genomes(space.encode(arch)[None, :])
+    out = {"predictor": str(path), "predicted_ms": float(ms[0])}
+    if pred.interval.get("coverage"):
+        out.update(predicted_lo_ms=float(lo[0]), predicted_hi_ms=float(hi[0]),
+                   interval=f"{100 * float(pred.interval['coverage']):.0f}% interval")
+    return out
 
 
 @click.command()
