@@ -213,3 +213,33 @@ def test_contention_probe_sees_a_busy_neighbour():
     r = busy.reading
     assert 0 <= r.wait_frac <= 1 and r.busy_frac > 0.5 / os.cpu_count()
     assert r.contended(0.1, 0.4 / os.cpu_count())
+
+
+def test_contended_passes_are_retried_marked_and_retries_stop_when_the_machine_stays_busy(monkeypatch):
+    from types import SimpleNamespace
+
+    from hwnat.bench import run as run_mod
+    from hwnat.bench.contention import Reading
+    from hwnat.bench.suite import Suite
+    from hwnat.measure.stats import Measurement
+
+    busy, clean = Reading(0.3, 0.0, 0.9), Reading(0.3, 0.01, 0.0)
+    script = [busy, clean] + [busy] * 30          # one burst, then a machine that stays busy
+    calls = []
+
+    def fake_pass(dev, p, protocol, local):
+        calls.append(p.entry.name)
+        return Measurement.from_rounds([[1.0, 1.1, 0.9]]), script[len(calls) - 1]
+
+    monkeypatch.setattr(run_mod, "_timed_pass", fake_pass)
+    suite = Suite(name="t", rounds=6, shuffle=False, contention_retries=2, contention_backoff_s=0,
+                  entries=[{"name": "x", "model": "x.onnx"}])
+    prepared = [run_mod.PreparedEntry(suite.entries[0], Path("x.onnx"), (1, 3, 8, 8), "h")]
+    data = {"entries": [{"rounds_ms": [], "round_info": []}]}
+    dev = SimpleNamespace(spec=SimpleNamespace(transport=SimpleNamespace(kind="local")))
+    run_mod._measure_passes(dev, prepared, data, None, 6, suite, 0.0, None, lambda s: None)
+    info = data["entries"][0]["round_info"]
+    # pass 0: busy then clean (kept the clean one); passes 1-3: 3 tries each, stay busy; then no retries
+    assert [i["tries"] for i in info] == [2, 3, 3, 3, 1, 1]
+    assert [i["contended"] for i in info] == [False, True, True, True, True, True]
+    assert info[0]["busy_frac"] == 0.0 and len(calls) == 13
