@@ -24,7 +24,8 @@ HW-NAS-Bench columns). Protocol, per space:
 ``cpu_table_residual`` (table sum versus table + residual predictor on a measured CSV of the local
 device) is separate: once ``hwnat profile --subnets N`` has written a table and its ``.subnets.csv``, run
 ``python benchmarks/predictor_accuracy.py --render-only --cpu-table T.json --cpu-data T.subnets.csv``
-(adds a table to the README section from the existing results) or call the function.
+(repeat the pair for several tables; adds one README table each, next to the existing results) or call
+the function.
 
 Run: ``python benchmarks/predictor_accuracy.py`` (about 15-30 min on 2 cores; ``--quick`` for a smoke run).
 Writes ``benchmarks/results/predictor_accuracy.json``, PNG scatter plots next to it, and the
@@ -292,7 +293,8 @@ def cpu_table_residual(lut_path, measured_csv, target: str = "cpu", n_train: int
             per[name].append(metrics.summary(p, y[te], lo, hi))
             if name == "predictor":
                 chosen.append(model.mode)
-    out = {"lut": str(lut_path), "data": str(measured_csv), "target": target, "n_train": n_train,
+    out = {"space": table.space, "lut": str(lut_path), "data": str(measured_csv), "target": target,
+           "n_train": n_train,
            "n_heldout": int(len(y) - n_train), "seeds": seeds, "predictor_modes": chosen}
     for m, rows in per.items():
         out[m] = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
@@ -436,11 +438,10 @@ def markdown(result: dict) -> str:
                      f"{r['transfer_k10']['archs_per_s']:,.0f} ({r['transfer_k10']['library_devices']} lib. models) | "
                      f"{r['single_device_from_strings_archs_per_s']:,.0f} | {r['table_sum_archs_per_s']:,.0f} |")
         L.append("")
-    if result.get("cpu"):
-        c = result["cpu"]
-        L += [f"### Local device: table sum vs table + residual ({c['n_train']} training, {c['n_heldout']} held-out "
-              f"subnets, {c['seeds']} seeds)", "", "| method | +-10% | Spearman | MAPE | 90% coverage |",
-              "|---|---|---|---|---|"]
+    for c in _cpu_results(result):
+        L += [f"### Local device `{c['target']}`, {c.get('space', '')}: table sum vs table + residual "
+              f"({c['n_train']} training, {c['n_heldout']} held-out subnets, {c['seeds']} seeds)", "",
+              "| method | +-10% | Spearman | MAPE | 90% coverage |", "|---|---|---|---|---|"]
         for m in ("table_sum", "table_calibrated", "residual", "log", "predictor"):
             r = c[m]
             L.append(f"| {m} | {100 * r['acc10']:.1f}% | {r['spearman']:.3f} | {r['mape_pct']:.2f}% | "
@@ -469,6 +470,19 @@ def markdown(result: dict) -> str:
     return "\n".join(L)
 
 
+def local_results(tables: list[str], data: list[str]) -> list[dict]:
+    """``cpu_table_residual`` for each (table, measured CSV) pair given on the command line."""
+    if len(tables) != len(data):
+        raise SystemExit(f"--cpu-table given {len(tables)} times but --cpu-data {len(data)} times: give them in pairs")
+    return [cpu_table_residual(t, d) for t, d in zip(tables, data, strict=True)]
+
+
+def _cpu_results(result: dict) -> list[dict]:
+    """The local-device results of a run (one dict per table; older files hold a single dict)."""
+    c = result.get("cpu") or []
+    return [c] if isinstance(c, dict) else list(c)
+
+
 def targets_text(result: dict) -> list[str]:
     agg = pd.DataFrame(result["aggregate"])
     rnd = agg[(agg["pick"] == "random") & (agg["library"])]
@@ -495,6 +509,12 @@ def targets_text(result: dict) -> list[str]:
     cov = agg[agg["pick"] == "random"].groupby("k")["coverage"].mean()
     out.append("90% interval coverage by k (mean over spaces, devices, with/without library): "
                + ", ".join(f"k={k}: {100 * v:.1f}%" for k, v in cov.items()))
+    for c in _cpu_results(result):
+        r = c["predictor"]
+        out.append(f"local `{c['target']}` {c.get('space', '')}: table + residual {100 * r['acc10']:.1f}% within "
+                   f"+-10% of measured ({c['n_heldout']} held-out subnets, {c['n_train']} training; table sum "
+                   f"{100 * c['table_sum']['acc10']:.1f}%) (target >= 95%: "
+                   f"{'met' if r['acc10'] >= 0.95 else 'MISSED'})")
     return out
 
 
@@ -512,8 +532,9 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="2 devices per space, 1 seed, k=10,50")
     ap.add_argument("--out", default=str(RESULTS / "predictor_accuracy.json"))
     ap.add_argument("--readme", default=str(ROOT / "benchmarks" / "README.md"))
-    ap.add_argument("--cpu-table", help="LUT of the local device: run cpu_table_residual too")
-    ap.add_argument("--cpu-data", help="measured subnets CSV for --cpu-table")
+    ap.add_argument("--cpu-table", action="append", default=[],
+                    help="LUT of the local device: run cpu_table_residual too (repeatable, with --cpu-data)")
+    ap.add_argument("--cpu-data", action="append", default=[], help="measured subnets CSV for each --cpu-table")
     ap.add_argument("--no-readme", action="store_true", help="do not touch benchmarks/README.md")
     ap.add_argument("--throughput-only", action="store_true", help="with --render-only: re-measure throughput")
     ap.add_argument("--render-only", action="store_true",
@@ -523,8 +544,8 @@ def main(argv=None) -> None:
         result = json.loads(Path(a.out).read_text())
         if a.throughput_only:
             result["throughput"] = throughput(threads=2)
-        if a.cpu_table and a.cpu_data:
-            result["cpu"] = cpu_table_residual(a.cpu_table, a.cpu_data)
+        if a.cpu_table:
+            result["cpu"] = local_results(a.cpu_table, a.cpu_data)
         strict_path = Path(a.out).with_name(Path(a.out).stem + "_strict.json")
         if strict_path.exists():
             result["strict_library_aggregate"] = json.loads(strict_path.read_text())["aggregate"]
@@ -578,8 +599,8 @@ def main(argv=None) -> None:
               "aggregate": aggregate(records).to_dict(orient="records")}
     if not a.no_throughput:
         result["throughput"] = throughput(threads=2)
-    if a.cpu_table and a.cpu_data:
-        result["cpu"] = cpu_table_residual(a.cpu_table, a.cpu_data)
+    if a.cpu_table:
+        result["cpu"] = local_results(a.cpu_table, a.cpu_data)
     result["plots"] = plot(scatter, out.parent, "_strict" if a.strict_library else "")
     result["targets"] = targets_text(result)
     result["config"]["elapsed_s"] = time.time() - t0
