@@ -181,8 +181,13 @@ def test_table_features_and_residual_mode(nb):
     X = fx.transform(g[:100])
     ti = fx.names.index("table_ms")
     np.testing.assert_allclose(X[:, ti], table.sum_many(sp, g[:100]), rtol=1e-5)
-    stages = [i for i, n in enumerate(fx.names) if n.startswith("table_ms_stage")]
+    stages = [i for i, n in enumerate(fx.names) if n.startswith("table_ms_stage") and ":" not in n]
     np.testing.assert_allclose(X[:, stages].sum(axis=1), X[:, ti], rtol=1e-5)
+    for s in range(fx.n_stages):  # a stage split by block type adds up to the stage
+        split = [i for i, n in enumerate(fx.names) if n.startswith(f"table_ms_stage{s}:")]
+        if split:
+            np.testing.assert_allclose(X[:, split].sum(axis=1), X[:, fx.names.index(f"table_ms_stage{s}")],
+                                       rtol=1e-4, atol=1e-5)
     # a device whose latency is 1.3 x table + 2 ms + noise: the base finds the table
     y = 1.3 * table.sum_many(sp, g[:300]) + 2.0
     y *= np.exp(0.01 * rng.standard_normal(len(y)))

@@ -19,7 +19,8 @@ CSV = SHARED / "data" / "latency" / "nasbench201.csv"
 
 EXAMPLE = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
 # special cells: all none; all skip; all 3x3 convs; node 1 unreachable (1<-0 none) but its out-edges
-# still run; output reachable only through ops on a zero node; only a 1x1 conv into node 1 (dead end)
+# still run; output reachable only through ops on a zero node; only a 1x1 conv into node 1 (dead end);
+# node 2 dead (3<-2 none) so 2<-0, 2<-1 and then 1<-0 are dead; node 2 dead but node 1 live through 3<-1
 SPECIAL = [
     ("none",) * 6,
     ("skip_connect",) * 6,
@@ -27,6 +28,8 @@ SPECIAL = [
     ("none", "avg_pool_3x3", "nor_conv_3x3", "skip_connect", "nor_conv_1x1", "nor_conv_3x3"),
     ("none", "none", "nor_conv_3x3", "none", "nor_conv_1x1", "nor_conv_3x3"),
     ("nor_conv_1x1", "none", "none", "none", "none", "none"),
+    ("nor_conv_3x3", "nor_conv_3x3", "avg_pool_3x3", "skip_connect", "none", "none"),
+    ("nor_conv_3x3", "nor_conv_1x1", "nor_conv_3x3", "none", "avg_pool_3x3", "none"),
 ]
 
 
@@ -130,9 +133,12 @@ def _expected_blocks(sp, arch):
         if s:
             pc, ph = (16, 32) if s == 1 else (32, 16)
             out.append(by_key[f"nb201_resblock-in:{ph}x{ph}x{pc}-out:{h}x{h}x{c}-k:3-s:2"])
+        reach = {3: True}  # node -> reaches the cell output, by hand from the edge list
+        reach[2] = arch.ops[5] != "none"
+        reach[1] = arch.ops[4] != "none" or (arch.ops[2] != "none" and reach[2])
         for _cell in range(5):
-            for op in arch.ops:
-                if op == "none":
+            for (to, _frm), op in zip(EDGES, arch.ops, strict=True):
+                if op == "none" or not reach[to]:
                     continue
                 extra = "" if op == "skip_connect" else f"-k:{3 if op.endswith('3x3') else 1}-s:1"
                 out.append(by_key[f"nb201_{op}-in:{h}x{h}x{c}-out:{h}x{h}x{c}{extra}"])
@@ -270,3 +276,25 @@ def test_import_is_light():
     code = "import sys, hwnat.spaces; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False", "import hwnat.spaces imported torch; spaces must import torch lazily"
+
+
+def test_dead_edges_are_neither_built_nor_counted_and_export_agrees(sp, tmp_path):
+    """A cell whose node 2 cannot reach the output: the ops into it (and into node 1, which only feeds
+    node 2) are not in the built network, its ONNX file, its blocks or its FLOPs; the same cell with
+    3<-2 live has them all."""
+    import onnx
+
+    from hwnat.export import export_onnx
+
+    dead = NB201Arch(("nor_conv_3x3", "nor_conv_3x3", "avg_pool_3x3", "skip_connect", "none", "none"))
+    alive = NB201Arch(("nor_conv_3x3", "nor_conv_3x3", "avg_pool_3x3", "skip_connect", "none", "skip_connect"))
+    lean = NB201Arch(("none",) * 3 + ("skip_connect", "none", "none"))  # what `dead` computes
+    assert [b.key for b in sp.blocks(dead)] == [b.key for b in sp.blocks(lean)]
+    assert sp.flops(dead) == sp.flops(lean) < sp.flops(alive)
+    assert sp.params(dead) == sp.params(lean)
+    convs = {}
+    for name, a in (("dead", dead), ("alive", alive)):
+        path = export_onnx(sp.build(a), sp.input_shape(a), tmp_path / f"{name}.onnx")
+        convs[name] = sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node)
+    assert convs["dead"] == 1 + 2 * 3  # stem and reductions only
+    assert convs["alive"] == 1 + 2 * 3 + 2 * 15  # plus 1<-0 and 2<-0 in every cell

@@ -15,7 +15,10 @@ Feature groups (names are stored with every model, so a model refuses features i
   runs there (kernel ``k``, mid channels ``mid``, stride ``s``, groups ``g``, ``se``, ``skip``) and its
   output size ``act_k``; 0 where the position is inactive. Duplicate columns (the repeated cells of
   NAS-Bench-201) are dropped;
-- ``table_ms``, ``table_ms_stage{s}``: the table sum and per-stage table sums (only with a table).
+- ``table_ms``, ``table_ms_stage{s}``: the table sum and per-stage table sums (only with a table);
+  ``table_ms_stage{s}:{op}``: the stage's table sum split by block type where a stage runs several
+  types (NAS-Bench-201's convolutions, pools and skips each pay a different share of per-call overhead
+  when timed alone, so a linear base needs one weight per type to undo it).
 
 A *stage* is a run of consecutive slot columns whose block writes the same number of channels (found on
 reference genomes, so it depends on the space only): the stem and the stages of a MobileNet-like network,
@@ -172,18 +175,52 @@ class ArchFeatures:
         """Names of the columns ``transform`` returns, in order."""
         names = [n for n, _, v in self._genome_features if v is None]
         names += [n for n, _, v in self._genome_features if v is not None]
-        names += ["flops_m", "params_m", "act_k"]
+        names += ["flops_m", "params_m", "act_k"] + self._eager_names
         names += [f"act_k_stage{s}" for s in range(self.n_stages)]
         names += [n for n, _, _ in self._column_features]
         if self.has_table:
             names += ["table_ms"] + [f"table_ms_stage{s}" for s in range(self.n_stages)]
+            names += [name for name, _, _ in self._stage_op_groups]
         return names
+
+    @property
+    def _eager_names(self) -> list[str]:
+        """Spaces whose exported networks drop ops that eager PyTorch still runs (NAS-Bench-201's dead
+        edges) also give the eager network's costs: data measured either way can be fitted."""
+        return ["flops_eager_m", "params_eager_m"] if hasattr(self.space, "eager_costs_many") else []
+
+    @cached_property
+    def _slot_op(self) -> np.ndarray:
+        """Per slot id: index into ``_ops`` of its block type (-1 for a free slot)."""
+        blocks = self.space.slot_blocks()
+        return np.array([-1 if b is None else self._ops.index(b.op) for b in blocks], dtype=np.int64)
+
+    @cached_property
+    def _ops(self) -> list[str]:
+        return sorted({b.op for b in self.space.slot_blocks() if b is not None})
+
+    @cached_property
+    def _stage_op_groups(self) -> list[tuple[str, int, int]]:
+        """(name, stage, op index) of the per-stage, per-block-type table sums: only for stages whose
+        positions can run more than one block type (elsewhere it would repeat the stage sum)."""
+        rng = np.random.default_rng(12345)
+        probe = np.concatenate([self._reference_genomes,
+                                rng.integers(self._lo, self._hi + 1, size=(512, len(self._lo)), dtype=np.int64)])
+        ops = self._slot_op[self.space.slots(probe)]
+        out = []
+        for st in range(self.n_stages):
+            present = np.unique(ops[:, self.stage_of_column == st])
+            present = [int(o) for o in present if o >= 0]
+            if len(present) > 1:
+                out += [(f"table_ms_stage{st}:{self._ops[o]}", st, o) for o in present]
+        return out
 
     #: the features that add up over blocks: the linear base of a predictor uses these (in ms-like units)
     def additive_names(self) -> list[str]:
-        names = ["flops_m", "params_m", "act_k"]
+        names = ["flops_m", "params_m", "act_k"] + self._eager_names
         if self.has_table:
             names += ["table_ms"] + [f"table_ms_stage{s}" for s in range(self.n_stages)]
+            names += [name for name, _, _ in self._stage_op_groups]
         return names
 
     # ---- values ----------------------------------------------------------------------------------
@@ -220,6 +257,17 @@ class ArchFeatures:
             out[:, s] = per_col[:, self.stage_of_column == s].sum(axis=1)
         return out
 
+    def table_op_sums(self, genomes: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
+        """The ``table_ms_stage{s}:{op}`` columns ``(n, groups)`` in ms (needs ``table``)."""
+        ids = self.space.slots(genomes) if ids is None else ids
+        per_col = np.nan_to_num(self.table.stage_sums(self.space, genomes))
+        ops = self._slot_op[ids]
+        out = np.zeros((len(genomes), len(self._stage_op_groups)))
+        for k, (_, st, o) in enumerate(self._stage_op_groups):
+            mask = (ops == o) & (self.stage_of_column == st)[None, :]
+            out[:, k] = np.where(mask, per_col, 0.0).sum(axis=1)
+        return out
+
     def transform(self, genomes, table_stage_ms: np.ndarray | None = None) -> np.ndarray:
         """Feature matrix ``(n, len(names))`` (float32) of many genomes.
 
@@ -246,6 +294,8 @@ class ArchFeatures:
         put(g[:, gi])
         put(g[:, oi] == ov)
         put(np.column_stack([fl / 1e6, pa / 1e6, act.sum(axis=1)]))
+        if self._eager_names:
+            put(np.column_stack([v / 1e6 for v in self.space.eager_costs_many(g)]))
         put(act @ self._stage_matrix)
         for p, js in self._column_index:
             put(self._slot_numeric32[p][ids[:, js]])
@@ -254,6 +304,8 @@ class ArchFeatures:
             if ts.shape != (n, self.n_stages):
                 raise BadInputError(f"table_stage_ms must have shape ({n}, {self.n_stages}), got {ts.shape}")
             put(np.column_stack([ts.sum(axis=1), ts]))
+            if self._stage_op_groups:
+                put(self.table_op_sums(g, ids))
         assert c == out.shape[1]
         return out
 

@@ -7,8 +7,12 @@ Canonical string: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (node 1, 2, 3; ``op~i`
 
 Latency structure (slots, network order): stem; 5 cells x 6 edges of stage 1 (32x32x16); reduction;
 stage 2 (16x16x32); reduction; stage 3 (8x8x64); head. An edge's slot is the block of its op at its
-stage's shape; ``none`` costs nothing (``None`` slot). Every other edge counts, also one whose output
-cannot reach the cell output, because the built network executes it (see ``hwnat.nn.nb201``).
+stage's shape; ``none`` costs nothing (``None`` slot), and neither does a *dead* edge: one into node 1 or
+2 when that node cannot reach the cell output (node 2 is dead when edge 3<-2 is ``none``; node 1 when
+3<-1 is ``none`` and 2<-1 is ``none`` or node 2 is dead). ONNX export and every runtime drop such ops
+(their result is never used), so ``build`` leaves them out, and FLOPs, params and the block list count
+the network that runs. This differs from the NAS-Bench-201 API's FLOPs for the cells with dead edges,
+which count them. Ops fed by a node with no input (a zero tensor) do run and count.
 
 Example:
     >>> from hwnat.spaces import get_space
@@ -35,6 +39,19 @@ from hwnat.spaces._registry import register_space
 
 #: the op names; a genome entry is an index into this tuple
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+
+
+def live_edges(genomes: np.ndarray) -> np.ndarray:
+    """``(n, 6)`` bool: whether each edge's result can reach the cell output (genome order of ``EDGES``:
+    1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2; op index 0 is ``none``). Edges into node 3 always can."""
+    g = np.asarray(genomes)
+    node2 = g[:, 5] != 0
+    node1 = (g[:, 4] != 0) | ((g[:, 2] != 0) & node2)
+    out = np.ones(g.shape, dtype=bool)
+    out[:, 0] = node1
+    out[:, 1] = node2
+    out[:, 2] = node2
+    return out
 #: cell edges as (to, from), in canonical-string and genome order
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 #: (channels, height = width) of each stage for the 32x32 CIFAR input
@@ -230,9 +247,14 @@ class NASBench201Space(SearchSpace):
     def slot_blocks(self) -> list[BlockSpec | None]:
         return self._slot_blocks
 
+    def live_genomes(self, genomes: np.ndarray) -> np.ndarray:
+        """Genomes with every dead edge (its target node cannot reach the cell output) set to ``none``."""
+        g = self._check_genomes(genomes)
+        return np.where(live_edges(g), g, 0)
+
     def slots(self, genomes: np.ndarray) -> np.ndarray:
         """Genomes ``(n, 6)`` -> slot ids ``(n, 94)``: stem, 30 edge slots per stage, reductions, head."""
-        g = self._check_genomes(genomes)
+        g = self.live_genomes(genomes)
         stage, edge, fixed = self._column_map
         return np.where(fixed > 0, fixed, self._op_slot[stage, g[:, edge]])
 
@@ -313,10 +335,18 @@ class NASBench201Space(SearchSpace):
 
     def flops_many(self, genomes: np.ndarray) -> np.ndarray:
         """Vectorised ``flops`` over genomes ``(n, 6)`` -> float64 ``(n,)``."""
-        g = self._check_genomes(genomes)
+        g = self.live_genomes(genomes)
         return self._fixed_flops + CELLS_PER_STAGE * self._op_flops[:, g].sum(axis=(0, 2))
+
+    def eager_costs_many(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """FLOPs and params of the network with dead edges kept, as eager PyTorch runs the reference
+        implementation (and as the NAS-Bench-201 API and HW-NAS-Bench count): predictor features for
+        latencies measured that way."""
+        g = self._check_genomes(genomes)
+        return (self._fixed_flops + CELLS_PER_STAGE * self._op_flops[:, g].sum(axis=(0, 2)),
+                self._fixed_params + CELLS_PER_STAGE * self._op_params[:, g].sum(axis=(0, 2)))
 
     def params_many(self, genomes: np.ndarray) -> np.ndarray:
         """Vectorised ``params`` over genomes ``(n, 6)`` -> float64 ``(n,)``."""
-        g = self._check_genomes(genomes)
+        g = self.live_genomes(genomes)
         return self._fixed_params + CELLS_PER_STAGE * self._op_params[:, g].sum(axis=(0, 2))
