@@ -132,14 +132,18 @@ class ArchFeatures:
         return tabs
 
     @cached_property
+    def _probe_genomes(self) -> np.ndarray:
+        """The reference genomes and 512 seeded random ones: which feature columns exist is decided on
+        these, so it depends on the space only."""
+        rng = np.random.default_rng(12345)
+        return np.concatenate([self._reference_genomes,
+                               rng.integers(self._lo, self._hi + 1, size=(512, len(self._lo)), dtype=np.int64)])
+
+    @cached_property
     def _column_features(self) -> list[tuple[str, int, str]]:
         """(name, column, param) of the per-position features kept after dropping constant and duplicate
         columns on a fixed probe set of genomes (a function of the space only)."""
-        rng = np.random.default_rng(12345)
-        lo, hi = self._lo, self._hi
-        probe = np.concatenate([self._reference_genomes,
-                                rng.integers(lo, hi + 1, size=(512, len(lo)), dtype=np.int64)])
-        ids = self.space.slots(probe)
+        ids = self.space.slots(self._probe_genomes)
         seen: set[bytes] = set()
         keep = []
         for p in ("act_k",) + BLOCK_PARAMS:
@@ -203,10 +207,7 @@ class ArchFeatures:
     def _stage_op_groups(self) -> list[tuple[str, int, int]]:
         """(name, stage, op index) of the per-stage, per-block-type table sums: only for stages whose
         positions can run more than one block type (elsewhere it would repeat the stage sum)."""
-        rng = np.random.default_rng(12345)
-        probe = np.concatenate([self._reference_genomes,
-                                rng.integers(self._lo, self._hi + 1, size=(512, len(self._lo)), dtype=np.int64)])
-        ops = self._slot_op[self.space.slots(probe)]
+        ops = self._slot_op[self.space.slots(self._probe_genomes)]
         out = []
         for st in range(self.n_stages):
             present = np.unique(ops[:, self.stage_of_column == st])
@@ -245,22 +246,29 @@ class ArchFeatures:
         return (np.array([sp.flops(a) for a in archs], dtype=np.float64),
                 np.array([sp.params(a) for a in archs], dtype=np.float64))
 
-    def table_sums(self, genomes: np.ndarray) -> np.ndarray:
-        """Per-stage table sums ``(n, n_stages)`` in ms (needs ``table``)."""
+    def table_columns(self, genomes: np.ndarray) -> np.ndarray:
+        """Table latency of every slot column ``(n, m)`` in ms (needs ``table``; a missing block raises)."""
         if self.table is None:
             raise BadInputError("no latency table was given for table features")
         per_col = self.table.stage_sums(self.space, genomes)  # (n, m) ms, NaN where a block is missing
         if np.isnan(per_col).any():
             self.table.sum_many(self.space, genomes)  # raises with the missing block's key
+        return per_col
+
+    def table_sums(self, genomes: np.ndarray, per_col: np.ndarray | None = None) -> np.ndarray:
+        """Per-stage table sums ``(n, n_stages)`` in ms (needs ``table``); ``per_col``: ``table_columns``."""
+        per_col = self.table_columns(genomes) if per_col is None else per_col
         out = np.zeros((len(genomes), self.n_stages))
         for s in range(self.n_stages):
             out[:, s] = per_col[:, self.stage_of_column == s].sum(axis=1)
         return out
 
-    def table_op_sums(self, genomes: np.ndarray, ids: np.ndarray | None = None) -> np.ndarray:
-        """The ``table_ms_stage{s}:{op}`` columns ``(n, groups)`` in ms (needs ``table``)."""
+    def table_op_sums(self, genomes: np.ndarray, ids: np.ndarray | None = None,
+                      per_col: np.ndarray | None = None) -> np.ndarray:
+        """The ``table_ms_stage{s}:{op}`` columns ``(n, groups)`` in ms (needs ``table``); ``ids``: the
+        genomes' slots, ``per_col``: their ``table_columns`` (both computed when not given)."""
         ids = self.space.slots(genomes) if ids is None else ids
-        per_col = np.nan_to_num(self.table.stage_sums(self.space, genomes))
+        per_col = self.table_columns(genomes) if per_col is None else per_col
         ops = self._slot_op[ids]
         out = np.zeros((len(genomes), len(self._stage_op_groups)))
         for k, (_, st, o) in enumerate(self._stage_op_groups):
@@ -300,12 +308,14 @@ class ArchFeatures:
         for p, js in self._column_index:
             put(self._slot_numeric32[p][ids[:, js]])
         if self.has_table:
-            ts = self.table_sums(g) if table_stage_ms is None else np.asarray(table_stage_ms, dtype=np.float64)
+            per_col = self.table_columns(g) if table_stage_ms is None or self._stage_op_groups else None
+            ts = (self.table_sums(g, per_col) if table_stage_ms is None
+                  else np.asarray(table_stage_ms, dtype=np.float64))
             if ts.shape != (n, self.n_stages):
                 raise BadInputError(f"table_stage_ms must have shape ({n}, {self.n_stages}), got {ts.shape}")
             put(np.column_stack([ts.sum(axis=1), ts]))
             if self._stage_op_groups:
-                put(self.table_op_sums(g, ids))
+                put(self.table_op_sums(g, ids, per_col))
         assert c == out.shape[1]
         return out
 

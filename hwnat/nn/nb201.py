@@ -5,9 +5,10 @@ The network for CIFAR: a 3x3 conv stem, three stages of identical cells (16, 32,
 residual reduction blocks, then BN-ReLU, global average pooling and a linear classifier. A cell is a DAG of
 four nodes; node ``j`` sums the ops on its edges ``i -> j`` (``i < j``); node 3 is the output.
 
-An op on a *dead* edge (into a node that cannot reach the cell output) is left out: its result is never
-used, so ONNX export and runtimes would drop it anyway, and the analytic FLOPs and block slots of
-``hwnat.spaces.nasbench201`` count the same network. Every other op that is not ``none`` runs. A node
+Every op whose name is not ``none`` is built and run. ``hwnat.spaces.nasbench201`` passes the ops of
+*dead* edges (into a node that cannot reach the cell output) as ``none``: their result is never used, so
+ONNX export and runtimes would drop them anyway, and the space's FLOPs and block slots count the same
+network (``live_edges`` there holds the rule). A node
 with no incoming op is ``x * 0``, not a constant, so that an exporter's constant folding cannot remove the
 ops that consume it.
 """
@@ -21,13 +22,6 @@ from torch import nn
 
 #: edges of a cell as (to, from), in the order of the canonical string and the genome
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
-
-
-def live_edge_mask(ops: Sequence[str]) -> list[bool]:
-    """Per edge (``EDGES`` order): whether its result can reach the cell output (node 3)."""
-    node2 = ops[5] != "none"
-    node1 = ops[4] != "none" or (ops[2] != "none" and node2)
-    return [node1, node2, node2, True, True, True]
 
 
 class ReLUConvBN(nn.Sequential):
@@ -69,9 +63,8 @@ class Cell(nn.Module):
             raise ValueError(f"a cell needs {len(EDGES)} ops, got {len(ops)}")
         self.edges = nn.ModuleDict()
         self._inputs: dict[int, list[tuple[str, int]]] = {1: [], 2: [], 3: []}
-        live = live_edge_mask(ops)
-        for (to, frm), name, alive in zip(EDGES, ops, live, strict=True):
-            op = make_op(name, c) if alive else None
+        for (to, frm), name in zip(EDGES, ops, strict=True):
+            op = make_op(name, c)
             if op is not None:
                 key = f"e{to}_{frm}"
                 self.edges[key] = op

@@ -40,18 +40,6 @@ from hwnat.spaces._registry import register_space
 #: the op names; a genome entry is an index into this tuple
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
-
-def live_edges(genomes: np.ndarray) -> np.ndarray:
-    """``(n, 6)`` bool: whether each edge's result can reach the cell output (genome order of ``EDGES``:
-    1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2; op index 0 is ``none``). Edges into node 3 always can."""
-    g = np.asarray(genomes)
-    node2 = g[:, 5] != 0
-    node1 = (g[:, 4] != 0) | ((g[:, 2] != 0) & node2)
-    out = np.ones(g.shape, dtype=bool)
-    out[:, 0] = node1
-    out[:, 1] = node2
-    out[:, 2] = node2
-    return out
 #: cell edges as (to, from), in canonical-string and genome order
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 #: (channels, height = width) of each stage for the 32x32 CIFAR input
@@ -64,6 +52,19 @@ RESOLUTION = 32
 _OP_INDEX = {op: i for i, op in enumerate(OPS)}
 _VALID_OPS = ", ".join(OPS)
 _FORM = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
+
+
+def live_edges(genomes: np.ndarray) -> np.ndarray:
+    """``(n, 6)`` bool: whether each edge's result can reach the cell output (genome order of ``EDGES``:
+    1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2; op index 0 is ``none``). Edges into node 3 always can."""
+    g = np.asarray(genomes)
+    node2 = g[:, 5] != 0
+    node1 = (g[:, 4] != 0) | ((g[:, 2] != 0) & node2)
+    out = np.ones(g.shape, dtype=bool)
+    out[:, 0] = node1
+    out[:, 1] = node2
+    out[:, 2] = node2
+    return out
 
 
 @dataclass(frozen=True)
@@ -296,8 +297,8 @@ class NASBench201Space(SearchSpace):
         """The CIFAR network (``hwnat.nn.nb201.NB201Network``) in eval mode, randomly initialised."""
         from hwnat.nn.nb201 import NB201Network
 
-        a = self._arch(arch)
-        return NB201Network(a.ops, channels=[c for c, _ in STAGES], cells=CELLS_PER_STAGE,
+        live = self.live_genomes(self.encode(arch)[None, :])[0]  # dead edges are not built
+        return NB201Network([OPS[i] for i in live], channels=[c for c, _ in STAGES], cells=CELLS_PER_STAGE,
                             num_classes=self.num_classes).eval()
 
     def build_block(self, spec: BlockSpec):
@@ -335,18 +336,21 @@ class NASBench201Space(SearchSpace):
 
     def flops_many(self, genomes: np.ndarray) -> np.ndarray:
         """Vectorised ``flops`` over genomes ``(n, 6)`` -> float64 ``(n,)``."""
-        g = self.live_genomes(genomes)
-        return self._fixed_flops + CELLS_PER_STAGE * self._op_flops[:, g].sum(axis=(0, 2))
+        return self._network_flops(self.live_genomes(genomes))
+
+    def params_many(self, genomes: np.ndarray) -> np.ndarray:
+        """Vectorised ``params`` over genomes ``(n, 6)`` -> float64 ``(n,)``."""
+        return self._network_params(self.live_genomes(genomes))
 
     def eager_costs_many(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """FLOPs and params of the network with dead edges kept, as eager PyTorch runs the reference
         implementation (and as the NAS-Bench-201 API and HW-NAS-Bench count): predictor features for
         latencies measured that way."""
         g = self._check_genomes(genomes)
-        return (self._fixed_flops + CELLS_PER_STAGE * self._op_flops[:, g].sum(axis=(0, 2)),
-                self._fixed_params + CELLS_PER_STAGE * self._op_params[:, g].sum(axis=(0, 2)))
+        return self._network_flops(g), self._network_params(g)
 
-    def params_many(self, genomes: np.ndarray) -> np.ndarray:
-        """Vectorised ``params`` over genomes ``(n, 6)`` -> float64 ``(n,)``."""
-        g = self.live_genomes(genomes)
+    def _network_flops(self, g: np.ndarray) -> np.ndarray:
+        return self._fixed_flops + CELLS_PER_STAGE * self._op_flops[:, g].sum(axis=(0, 2))
+
+    def _network_params(self, g: np.ndarray) -> np.ndarray:
         return self._fixed_params + CELLS_PER_STAGE * self._op_params[:, g].sum(axis=(0, 2))
