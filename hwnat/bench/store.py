@@ -22,9 +22,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hwnat._io import write_atomic
 from hwnat.devices.spec import format_validation_error
 from hwnat.errors import BadInputError
-from hwnat.export.onnx import write_atomic
 from hwnat.measure.fingerprint import COMPARABLE_FIELDS
 
 FORMAT = "hwnat-bench-result"

@@ -137,10 +137,10 @@ def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float,
     regression; 2: bad input (unreadable or foreign files, different suites or environments, missing
     entries); 3: device failure (and, with --fail-on-insufficient, an entry without enough clean data).
     """
+    from hwnat._io import write_atomic
     from hwnat.bench.compare import INSUFFICIENT, compare_results
     from hwnat.bench.report import junit_xml, markdown, text_table
     from hwnat.bench.store import latest_baseline_for, load_result
-    from hwnat.export.onnx import write_atomic
 
     cand = load_result(candidate)
     if baseline.is_dir():

@@ -128,7 +128,7 @@ def predict(model_path, archs_path, out, space, threads) -> None:
     import numpy as np
     import pandas as pd
 
-    from hwnat.export.onnx import write_atomic
+    from hwnat._io import write_atomic
     from hwnat.latency.predictor import LatencyPredictor, read_archs_csv
 
     model = LatencyPredictor.load(model_path, space=space, nthread=threads)
@@ -208,8 +208,8 @@ def suggest(space, library, k, pool, seed, out) -> None:
     import numpy as np
     import pandas as pd
 
+    from hwnat._io import write_atomic
     from hwnat.errors import BadInputError
-    from hwnat.export.onnx import write_atomic
     from hwnat.latency.features import ArchFeatures
     from hwnat.latency.predictor import read_latency_csv
     from hwnat.latency.transfer import choose

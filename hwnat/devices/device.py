@@ -7,45 +7,9 @@ remote agent or a native harness (``hwnat.devices.remote``).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-
+from hwnat.devices.base import Device
 from hwnat.devices.spec import DeviceSpec, load_device
-from hwnat.measure.protocol import Protocol
 from hwnat.measure.stats import Measurement
-
-
-class Device(ABC):
-    """An opened device. Use as a context manager so remote work directories are cleaned up."""
-
-    def __init__(self, spec: DeviceSpec):
-        self.spec = spec
-
-    @property
-    def name(self) -> str:
-        return self.spec.name
-
-    @property
-    @abstractmethod
-    def model_format(self) -> str:
-        """File format this device's runtime loads ("onnx", "tflite", ...)."""
-
-    @abstractmethod
-    def measure(self, model_path: str, input_shape: tuple[int, ...],
-                protocol: Protocol | None = None) -> Measurement:
-        """Time one model file with the protocol (default: the device's own)."""
-
-    @abstractmethod
-    def fingerprint(self) -> dict:
-        """Environment fingerprint of the device and its runtime (see ``hwnat.measure.fingerprint``)."""
-
-    def close(self) -> None:  # noqa: B027  (optional hook; local devices hold nothing)
-        """Release connections and remote files."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 class LocalDevice(Device):
@@ -91,6 +55,6 @@ def open_device(device: str | DeviceSpec) -> Device:
     spec = load_device(device) if isinstance(device, str) else device
     if spec.transport.kind == "local":
         return LocalDevice(spec)
-    from hwnat.devices.remote import RemoteDevice
+    from hwnat.devices.remote import RemoteDevice  # lazy: remote pulls in transports and the agent
 
     return RemoteDevice(spec)

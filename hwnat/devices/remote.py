@@ -21,12 +21,13 @@ from pathlib import Path
 
 import hwnat
 from hwnat.devices.agent.agent_main import HARNESS_DIRS, HARNESSES
-from hwnat.devices.device import Device
+from hwnat.devices.base import Device
 from hwnat.devices.spec import DeviceSpec
 from hwnat.devices.transports import Transport, get_transport
 from hwnat.devices.transports._base import _tail
 from hwnat.errors import BadInputError, DeviceError
 from hwnat.measure.protocol import Protocol
+from hwnat.measure.runner import remeasure
 from hwnat.measure.stats import Measurement
 
 log = logging.getLogger(__name__)
@@ -179,22 +180,7 @@ class RemoteDevice(Device):
         protocol = protocol or self.spec.measure
         shape = tuple(int(s) for s in input_shape)
         once = self._measure_agent if self.uses_agent else self._measure_harness
-        best: Measurement | None = None
-        attempts = 0
-        while attempts <= protocol.max_remeasure:
-            attempts += 1
-            m = once(str(model_path), shape, protocol)
-            if best is None or _spread(m) < _spread(best):
-                best = m
-            if not m.unstable:
-                break
-            log.debug("%s: unstable measurement (round medians %s), re-measuring", self.name,
-                      m.round_medians_ms)
-        assert best is not None
-        if not best.rounds_ms:  # a harness that prints only a summary
-            return dataclasses.replace(best, extra={**best.extra, "attempts": attempts})
-        return Measurement.from_rounds(best.rounds_ms, protocol.unstable_tolerance,
-                                       {**best.extra, "attempts": attempts})
+        return remeasure(lambda: once(str(model_path), shape, protocol), protocol, what=self.name)
 
     def _run_agent(self, args: list[str], what: str) -> dict:
         py = self.python_argv
@@ -508,11 +494,6 @@ def _as_rounds(samples, protocol: Protocol) -> list[list[float]]:
     else:
         size = max(1, -(-len(samples) // protocol.rounds))
     return [samples[i:i + size] for i in range(0, len(samples), size)]
-
-
-def _spread(m: Measurement) -> float:
-    r = m.round_medians_ms
-    return (max(r) - min(r)) / m.median_ms if m.median_ms > 0 else 0.0
 
 
 def _last_json(text: str) -> dict | None:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnat.errors import BadInputError, HwnatError
+from hwnat._io import write_atomic
+from hwnat.errors import HwnatError
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +59,6 @@ def export_onnx(module, input_shape: tuple[int, ...], path: str | os.PathLike, o
             raise ExportError(f"ONNX export failed: {e}; dynamo exporter: {e2}") from None
     write_atomic(path, buf.getvalue())
     return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def check_onnx(module, path: str | os.PathLike, input_shape: tuple[int, ...], rtol: float = 1e-3,

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnat._io import write_atomic
 from hwnat.errors import DeviceError
-from hwnat.export.onnx import ExportError, write_atomic
+from hwnat.export.onnx import ExportError
 
 SUFFIX = ".tflite"
 INSTALL_HINT = "pip install litert-torch  (or: pip install 'hwnat[tflite-export]')"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnat.export.onnx import ExportError, write_atomic
+from hwnat._io import write_atomic
+from hwnat.export.onnx import ExportError
 
 SUFFIX = ".pt"
 

@@ -347,7 +347,7 @@ class LatencyPredictor:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as one JSON file (atomically)."""
-        from hwnat.export.onnx import write_atomic
+        from hwnat._io import write_atomic
 
         path = Path(path)
         write_atomic(path, json.dumps(self.to_dict(), separators=(",", ":")).encode())

@@ -29,10 +29,3 @@ def agent_source() -> str:
 def agent_digest() -> str:
     """Short content hash of the agent, used in its remote file name."""
     return hashlib.sha256(agent_source().encode()).hexdigest()[:12]
-
-
-def write_agent(path: str | Path) -> Path:
-    """Write the composed agent to a local file (to push it)."""
-    path = Path(path)
-    path.write_text(agent_source())
-    return path

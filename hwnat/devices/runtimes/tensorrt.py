@@ -251,7 +251,7 @@ class TensorRtRuntime(Runtime):
         return bytes(plan)
 
     def _engine_bytes(self, model_path: str, input_shape: tuple[int, ...], gpu: str) -> tuple[bytes, str]:
-        from hwnat.export.onnx import write_atomic
+        from hwnat._io import write_atomic
 
         trt = self._trt()
         s = self.settings()

@@ -27,33 +27,6 @@ def register_transport(kind: str):
     return TRANSPORTS.register(kind)
 
 
-def list_transports() -> list[str]:
-    """Registered transport kinds, sorted."""
-    _load_builtin()
-    return TRANSPORTS.names()
-
-
-def get_transport(spec) -> Transport:
-    """Open the transport a spec describes (the ``transport`` part of a device file, or a whole
-    ``DeviceSpec``). Nothing is contacted until the first command.
-
-    Example:
-        >>> from hwnat.devices.spec import LocalTransport
-        >>> t = get_transport(LocalTransport())
-        >>> t.run(["echo", "a b"]).stdout
-        'a b\\n'
-        >>> t.close()
-    """
-    _load_builtin()
-    tspec = getattr(spec, "transport", spec)
-    return TRANSPORTS.get(getattr(tspec, "kind", None))(tspec)
-
-
-def _load_builtin() -> None:
-    # imported here, not at package import, so that ``transports._base`` stays import-cycle free
-    from hwnat.devices.transports import adb, local, ssh  # noqa: F401
-
-
 def quote_argv(argv: list[str]) -> str:
     """One POSIX shell command line that runs exactly ``argv`` (each element ``shlex.quote``d).
 
