@@ -57,11 +57,13 @@ def fit(space, data, target, library, no_library, table, no_table, coverage, see
     ships for the space, less the target's own column) gives the main features (few-shot transfer: 10
     measured samples are a supported case). A latency table of the device adds
     the table sum and per-stage sums; cross-validation then picks residual-over-table or log-latency.
+    The library's models are fitted once and kept in ~/.cache/hwnat (or $HWNAT_CACHE) for the next fit.
 
     \b
     Example:
       hwnat predictor fit --space fbnet --data train.csv --target gold_6240 --out gold.json
     """
+    from hwnat.latency.features import ArchFeatures
     from hwnat.latency.library import fit_library, read_library
     from hwnat.latency.predictor import FitSettings, LatencyPredictor, read_latency_csv
     from hwnat.latency.table import LatencyTable, find_table
@@ -71,6 +73,7 @@ def fit(space, data, target, library, no_library, table, no_table, coverage, see
         raise click.UsageError("--library and --no-library exclude each other")
     sp = get_space(space)
     archs, y, _ = read_latency_csv(data, [target], what="training data")
+    ArchFeatures(sp).genomes(archs, str(data))  # a bad arch fails here, before any library is fitted
     lut = None
     if not no_table:
         path = table or find_table(target, sp.name)

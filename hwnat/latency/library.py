@@ -15,7 +15,10 @@ Example:
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,21 +103,65 @@ def read_library(space: str, path: str | Path | None = None, target: str | None 
                        tuple(c for c in cols if c in drop))
 
 
-def fit_library(space, data: LibraryData, nthread: int = 2, seed: int = 0):
-    """Fit the transfer library (one XGBoost model per device column) on ``data``.
+def cache_dir() -> Path:
+    """Where fitted libraries are kept: ``$HWNAT_CACHE``, else ``$XDG_CACHE_HOME/hwnat``, else
+    ``~/.cache/hwnat``."""
+    if os.environ.get("HWNAT_CACHE"):
+        return Path(os.environ["HWNAT_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwnat"
+
+
+def _cache_key(data: LibraryData, feature_names: list[str], seed: int) -> str:
+    """Everything the fitted models depend on: the rows and values, the devices, the features, the seed,
+    the library settings and the versions of hwnat and XGBoost."""
+    import xgboost
+
+    import hwnat
+    from hwnat.latency.transfer import LIBRARY_MAX_ROUNDS, LIBRARY_PARAMS
+
+    h = hashlib.sha256()
+    for part in (data.archs, data.devices, feature_names, seed, sorted(LIBRARY_PARAMS.items()), LIBRARY_MAX_ROUNDS,
+                 hwnat.__version__, xgboost.__version__):
+        h.update(json.dumps(part, default=str).encode())
+        h.update(b"\0")
+    h.update(np.ascontiguousarray(data.latency_ms, dtype=np.float64).tobytes())
+    return h.hexdigest()[:32]
+
+
+def fit_library(space, data: LibraryData, nthread: int = 2, seed: int = 0, cache: bool = True):
+    """The transfer library (one XGBoost model per device column) of ``data``, fitted or, when the same
+    library was fitted before, read back from ``cache_dir()`` (XGBoost's JSON; the key covers the data,
+    devices, features, seed, settings and versions, so a stale file is never used).
 
     Args:
         space: a ``SearchSpace`` (or its name); the library's archs must parse in it.
         data: from ``read_library``.
+        cache: read and write the cache (an unwritable cache is skipped with a warning).
 
     Returns:
         ``hwnat.latency.transfer.Library``.
     """
+    from hwnat.export.onnx import write_atomic
     from hwnat.latency.features import ArchFeatures
     from hwnat.latency.transfer import Library
 
     fx = ArchFeatures(space)
+    path = cache_dir() / "libraries" / f"{fx.space.name}-{_cache_key(data, fx.names, seed)}.json" if cache else None
+    if path is not None and path.is_file():
+        try:
+            lib = Library.from_dict(json.loads(path.read_text())["library"], nthread, str(path))
+            log.info("library of %d device(s) read from %s", len(lib.devices), path)
+            return lib
+        except (OSError, ValueError, KeyError, TypeError, BadInputError) as e:
+            log.warning("ignoring unreadable library cache %s (%s); fitting again", path, e)
     X = fx.transform(fx.genomes(data.archs, data.source))
     log.info("fitting library models of %d device(s) on %d archs from %s", len(data.devices), len(data.archs),
              data.source)
-    return Library.fit(X, data.latency_ms, data.devices, fx.names, nthread=nthread, seed=seed)
+    lib = Library.fit(X, data.latency_ms, data.devices, fx.names, nthread=nthread, seed=seed)
+    if path is not None:
+        try:
+            write_atomic(path, json.dumps({"source": data.source, "space": fx.space.name, "seed": seed,
+                                           "library": lib.to_dict()}).encode())
+        except BadInputError as e:
+            log.warning("library cache not written: %s", e)
+    return lib
