@@ -6,8 +6,15 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from hwnat.data import latency_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data" / "latency"
+
+
+def published(space: str) -> Path:
+    """The published latency dataset of ``space`` that ships inside the package (gzip CSV; pandas and
+    ``gzip.open`` read it): present on every checkout, so no test skips for missing data."""
+    return latency_dataset(space)
 
 FAST_DEVICE_YAML = """\
 name: {name}

@@ -1,4 +1,4 @@
-"""`hwnat predictor` fit/predict/eval/suggest on small real slices of the shared latency data; the model
+"""`hwnat predictor` fit/predict/eval/suggest on small real slices of the published latency data (shipped); the model
 file's JSON round trip; measured interval coverage; metrics; every bad input of issue 3 -> exit 2."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from _hw import SHARED, one_line_error, run_cli
+from _hw import one_line_error, published, run_cli
 
 from hwnat.errors import BadInputError
 from hwnat.latency import metrics
@@ -17,15 +17,13 @@ from hwnat.latency.predictor import FitSettings, LatencyPredictor, _conformal_q
 from hwnat.latency.transfer import Library, choose, suggest
 from hwnat.spaces import get_space, list_spaces
 
-pytestmark = pytest.mark.skipif(not (SHARED / "fbnet.csv").exists(), reason="shared latency data absent")
-
 TARGET = "gold_6240"
 LIB_DEVICES = ["silver_4210r", "titanx_32", "pixel3"]
 
 
 @pytest.fixture(scope="module")
 def fb():
-    return pd.read_csv(SHARED / "fbnet.csv")
+    return pd.read_csv(published("fbnet"))
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +109,7 @@ def test_suggest_without_library_samples_the_space(tmp_path):
 # ---- library API: round trip, intervals, transfer ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def nb():
-    df = pd.read_csv(SHARED / "nasbench201.csv")
+    df = pd.read_csv(published("nasbench201"))
     fx = ArchFeatures("nasbench201")
     return df, fx, fx.genomes(df["arch"].tolist())
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import ast
 import csv
+import gzip
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hwnat.data import latency_dataset
 from hwnat.errors import BadInputError
 from hwnat.spaces import BlockSpec, get_space, list_spaces
 from hwnat.spaces import fbnet as fb
 
-CSV = Path(__file__).resolve().parents[2] / "shared" / "data/latency/fbnet.csv"
+CSV = latency_dataset("fbnet")  # shipped with the package: never skipped
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +60,8 @@ def test_macro_architecture_matches_table1(space):
     assert space.input_shape(None) == (1, 3, 224, 224)
 
 
-def test_parse_format_whole_shared_csv(space):
-    if not CSV.exists():
-        pytest.skip(f"shared latency data not found at {CSV}")
-    with open(CSV, newline="") as f:
+def test_parse_format_whole_published_csv(space):
+    with gzip.open(CSV, "rt", newline="") as f:
         texts = [row["arch"] for row in csv.DictReader(f)]
     assert len(texts) >= 1000
     archs = space.parse_many(texts)

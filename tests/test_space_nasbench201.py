@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from hwnat.data import latency_dataset
 from hwnat.errors import BadInputError
 from hwnat.spaces import get_space, list_spaces
 from hwnat.spaces.nasbench201 import EDGES, OPS, NASBench201Space, NB201Arch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CSV = SHARED / "data" / "latency" / "nasbench201.csv"
+CSV = latency_dataset("nasbench201")  # shipped with the package: never skipped
 
 EXAMPLE = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"
 # special cells: all none; all skip; all 3x3 convs; node 1 unreachable (1<-0 none) but its out-edges
@@ -62,10 +62,8 @@ def test_parse_format_example(sp):
     assert sp.format(list(a.ops)) == EXAMPLE and sp.format(EXAMPLE) == EXAMPLE
 
 
-def test_roundtrip_shared_csv(sp):
-    if not CSV.is_file():
-        pytest.skip(f"shared latency data not found at {CSV} (the repo's parent holds shared/)")
-    with open(CSV, newline="") as f:
+def test_roundtrip_published_csv(sp):
+    with gzip.open(CSV, "rt", newline="") as f:
         texts = [row["arch"] for row in csv.DictReader(f)]
     assert len(texts) == 15625
     archs = sp.parse_many(texts)
@@ -125,8 +123,17 @@ def test_genome_roundtrip_and_bounds(sp):
 
 # ---- slots and blocks ----------------------------------------------------------------------------
 
+def _no_shared_work(arch) -> bool:
+    """No two ops or nodes of the cell can compute the same tensor: no skip (a node equal to another), at
+    most one pool, at most one node without inputs. ``_expected_blocks`` holds for these cells; for the
+    others the exported graph is the reference (``test_element_wise_nodes_...``)."""
+    zero_nodes = (arch.ops[0] == "none") + (arch.ops[1] == arch.ops[2] == "none")
+    return "skip_connect" not in arch.ops and arch.ops.count("avg_pool_3x3") <= 1 and zero_nodes <= 1
+
+
 def _expected_blocks(sp, arch):
-    """Blocks of an architecture enumerated by hand, independent of the slot code."""
+    """Blocks of an architecture enumerated by hand, independent of the slot code (cells without shared
+    work, ``_no_shared_work``)."""
     by_key = {b.key: b for b in sp.all_blocks()}
     out = [by_key["nb201_stem-in:32x32x3-out:32x32x16-k:3-s:1"]]
     for s, (c, h) in enumerate([(16, 32), (32, 16), (64, 8)]):
@@ -137,18 +144,25 @@ def _expected_blocks(sp, arch):
         reach[2] = arch.ops[5] != "none"
         reach[1] = arch.ops[4] != "none" or (arch.ops[2] != "none" and reach[2])
         for _cell in range(5):
+            inputs = {1: 0, 2: 0, 3: 0}
             for (to, _frm), op in zip(EDGES, arch.ops, strict=True):
                 if op == "none" or not reach[to]:
                     continue
+                inputs[to] += 1
                 extra = "" if op == "skip_connect" else f"-k:{3 if op.endswith('3x3') else 1}-s:1"
                 out.append(by_key[f"nb201_{op}-in:{h}x{h}x{c}-out:{h}x{h}x{c}{extra}"])
+            for node in (1, 2, 3):  # a live node sums its inputs, or is x * 0 without any
+                if reach[node] and inputs[node] == 0:
+                    out.append(by_key[f"nb201_zero-in:{h}x{h}x{c}-out:{h}x{h}x{c}"])
+                elif reach[node] and inputs[node] > 1:
+                    out.append(by_key[f"nb201_add-in:{h}x{h}x{c}-out:{h}x{h}x{c}-n:{inputs[node]}"])
     out.append(by_key["nb201_head-in:8x8x64-out:1x1x100"])
     return out
 
 
 def test_all_blocks(sp):
     blocks = sp.all_blocks()
-    assert len(blocks) == 16 == len({b.key for b in blocks})
+    assert len(blocks) == 25 == len({b.key for b in blocks})  # 16 op blocks, 3 stages x (zero, add 2, add 3)
     assert sp.resolution == 32 and not hasattr(sp, "resolutions")
     assert sp.all_blocks(resolution=32) == blocks == sp.all_blocks(resolution=[32])
     with pytest.raises(BadInputError, match="resolution 224"):
@@ -158,16 +172,18 @@ def test_all_blocks(sp):
 
 
 def test_slots_shape_and_blocks_match(sp):
-    archs = _random_archs(sp, 40) + [NB201Arch(ops) for ops in SPECIAL]
+    archs = _random_archs(sp, 80) + [NB201Arch(ops) for ops in SPECIAL]
+    assert sum(map(_no_shared_work, archs)) >= 10
     genomes = sp.encode_many(archs)
     ids = sp.slots(genomes)
-    assert ids.dtype == np.int64 and ids.shape == (len(archs), 1 + 3 * 30 + 2 + 1)
+    assert ids.dtype == np.int64 and ids.shape == (len(archs), 1 + 3 * 5 * (6 + 3) + 2 + 1)
     table = sp.slot_blocks()
     assert table[0] is None and all(b is not None for b in table[1:])
     for a, row in zip(archs, ids, strict=True):
         keys = [b.key for b in sp.blocks(a)]
         assert keys == [table[i].key for i in row if table[i] is not None]
-        assert keys == [b.key for b in _expected_blocks(sp, a)]
+        if _no_shared_work(a):
+            assert keys == [b.key for b in _expected_blocks(sp, a)]
     # a table sum over blocks(arch) equals the vectorised sum over slots
     rng = np.random.default_rng(3)
     lut = {b.key: float(rng.uniform(0.01, 1.0)) for b in sp.all_blocks()}
@@ -177,7 +193,7 @@ def test_slots_shape_and_blocks_match(sp):
         sp.slots(np.zeros((2, 7), dtype=np.int64))
     with pytest.raises(BadInputError, match="expected 0..4"):
         sp.slots(np.full((1, 6), -1))
-    assert sp.slots(np.zeros((0, 6), dtype=np.int64)).shape == (0, 94)
+    assert sp.slots(np.zeros((0, 6), dtype=np.int64)).shape == (0, 139)
 
 
 # ---- FLOPs and params ----------------------------------------------------------------------------
@@ -298,3 +314,46 @@ def test_dead_edges_are_neither_built_nor_counted_and_export_agrees(sp, tmp_path
         convs[name] = sum(n.op_type == "Conv" for n in onnx.load(str(path)).graph.node)
     assert convs["dead"] == 1 + 2 * 3  # stem and reductions only
     assert convs["alive"] == 1 + 2 * 3 + 2 * 15  # plus 1<-0 and 2<-0 in every cell
+
+
+# cells where the exporter shares work: two pools of the input; all skips (node 3's first add is node
+# 2); two nodes without inputs (one x * 0); a pool of node 1 = x and a pool of x
+SHARED_WORK = [
+    ("avg_pool_3x3", "avg_pool_3x3", "none", "avg_pool_3x3", "nor_conv_1x1", "skip_connect"),
+    ("none", "none", "none", "nor_conv_3x3", "nor_conv_1x1", "nor_conv_3x3"),
+    ("skip_connect", "nor_conv_3x3", "avg_pool_3x3", "avg_pool_3x3", "none", "skip_connect"),
+]
+
+
+@pytest.mark.parametrize("ops", SPECIAL + SHARED_WORK + [a.ops for a in _random_archs(NASBench201Space(), 6, seed=13)],
+                         ids=lambda ops: "-".join(o[:6] for o in ops))
+def test_element_wise_nodes_are_blocks_as_the_export_runs_them(sp, ops, tmp_path):
+    """The exported network runs exactly the operators of the arch's blocks: every Add and Mul is in a
+    node block (the two residual reductions hold one Add each), every pool and conv in an edge block, and
+    work the exporter computes once (equal pools, equal sums) is one block."""
+    import onnx
+
+    from hwnat.export import export_onnx
+
+    arch = NB201Arch(ops)
+    path = export_onnx(sp.build(arch), sp.input_shape(arch), tmp_path / "net.onnx")
+    graph = [n.op_type for n in onnx.load(str(path)).graph.node]
+    blocks = [b.op for b in sp.blocks(arch)]
+    adds = 2 + sum(b.param("n") - 1 for b in sp.blocks(arch) if b.op == "nb201_add")
+    assert graph.count("Add") == adds
+    assert graph.count("Mul") == blocks.count("nb201_zero")
+    assert graph.count("AveragePool") == blocks.count("nb201_avg_pool_3x3") + 2  # + 2 reduction shortcuts
+    assert graph.count("Conv") == blocks.count("nb201_nor_conv_1x1") + blocks.count("nb201_nor_conv_3x3") + 7
+
+
+def test_node_blocks_time_what_they_stand_for(sp):
+    """An add block of n inputs runs n - 1 element-wise adds; a zero block one multiply by zero."""
+    import torch
+
+    x = torch.randn(1, 16, 32, 32)
+    by_key = {b.key: b for b in sp.all_blocks()}
+    for n in (2, 3):
+        m = sp.build_block(by_key[f"nb201_add-in:32x32x16-out:32x32x16-n:{n}"])
+        torch.testing.assert_close(m(x), n * x)
+    zero = sp.build_block(by_key["nb201_zero-in:8x8x64-out:8x8x64"])
+    assert torch.count_nonzero(zero(torch.randn(1, 64, 8, 8))) == 0

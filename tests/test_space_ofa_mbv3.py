@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 
 import numpy as np
 import pytest
 import torch
-from _hw import SHARED
+from _hw import published
 from torch.utils.flop_counter import FlopCounterMode
 
 from hwnat.errors import BadInputError
@@ -18,9 +19,8 @@ from hwnat.spaces import get_space
 SP = get_space("ofa-mbv3")
 
 
-@pytest.mark.skipif(not (SHARED / "ofa_mbv3.csv").exists(), reason="../shared/data/latency not present")
-def test_every_shared_arch_parses_and_roundtrips():
-    with open(SHARED / "ofa_mbv3.csv") as f:
+def test_every_published_arch_parses_and_roundtrips():
+    with gzip.open(published("ofa-mbv3"), "rt", newline="") as f:
         rows = [r["arch"] for r in csv.DictReader(f)]
     assert len(rows) == 5000
     for s in rows:

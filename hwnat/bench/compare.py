@@ -220,21 +220,31 @@ def compare_samples(name: str, base_units, cand_units, *, threshold: float = 0.0
     shift, lo, hi = hodges_lehmann(lb, lc, alpha)
     p = mann_whitney_p(lb, lc)
     change, ci_low, ci_high = math.expm1(shift), math.expm1(lo), math.expm1(hi)
-    significant = p < alpha
-    note = ""
-    if significant and ci_low > threshold:
-        verdict = REGRESSED
-    elif significant and ci_high < -threshold:
-        verdict = IMPROVED
-    else:
-        verdict = UNCHANGED
-        if change > threshold:
-            note = (f"estimate +{change:.1%} is above the threshold but not established "
-                    f"(interval {ci_low:+.1%}..{ci_high:+.1%}); more rounds would tell")
-        elif significant and change > 0:
-            note = f"significant +{change:.1%}, below the {threshold:.0%} threshold"
+    verdict, note = verdict_of(change, ci_low, ci_high, p, threshold, alpha)
     return EntryComparison(verdict=verdict, change=change, ci_low=ci_low, ci_high=ci_high, p_value=p,
-                           significant=significant, note=note, **common)
+                           significant=p < alpha, note=note, **common)
+
+
+def verdict_of(change: float, ci_low: float, ci_high: float, p: float, threshold: float,
+               alpha: float) -> tuple[str, str]:
+    """The verdict rule shared by the two-run and the paired comparison: ``regressed`` only when
+    ``p < alpha`` and the whole interval lies above ``threshold`` (``improved`` symmetrically); otherwise
+    ``unchanged``, with a note when the change is significant but small, or large but not established.
+
+    Returns:
+        (verdict, note)
+    """
+    significant = p < alpha
+    if significant and ci_low > threshold:
+        return REGRESSED, ""
+    if significant and ci_high < -threshold:
+        return IMPROVED, ""
+    if change > threshold:
+        return UNCHANGED, (f"estimate +{change:.1%} is above the threshold but not established "
+                           f"(interval {ci_low:+.1%}..{ci_high:+.1%}); more rounds would tell")
+    if significant and change > 0:
+        return UNCHANGED, f"significant +{change:.1%}, below the {threshold:.0%} threshold"
+    return UNCHANGED, ""
 
 
 def _rounds_needed(alpha: float) -> int:
@@ -260,6 +270,10 @@ class Comparison:
     entries: list[EntryComparison]
     env_diff: dict = field(default_factory=dict)   # {field: (baseline, candidate)}
     warnings: list[str] = field(default_factory=list)
+    #: "two-run" (two result files, Mann-Whitney on rounds) or "paired" (one A/B job, signed-rank on pairs)
+    method: str = "two-run"
+    #: "wall" (latency) or "cpu" (this process's CPU time per call)
+    clock: str = "wall"
 
     def by_verdict(self, verdict: str) -> list[EntryComparison]:
         return [e for e in self.entries if e.verdict == verdict]
@@ -278,7 +292,9 @@ class Comparison:
     def to_dict(self) -> dict:
         return {"suite": self.suite, "baseline": self.baseline, "candidate": self.candidate,
                 "threshold": self.threshold, "alpha": self.alpha, "metric": self.metric,
-                "unit": "per-round " + self.metric, "counts": self.counts(),
+                "method": self.method, "clock": self.clock,
+                "unit": ("per-pass log ratio of round " if self.method == "paired" else "per-round ")
+                        + self.metric, "counts": self.counts(),
                 "env_diff": {k: list(v) for k, v in self.env_diff.items()}, "warnings": self.warnings,
                 "entries": [e.to_dict() for e in self.entries]}
 
@@ -294,8 +310,10 @@ class EnvironmentMismatch(BadInputError):
 
 
 def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01, metric: str = "median",
-                    allow_env_change: bool = False, include_contended: bool = False) -> Comparison:
-    """Compare two ``BenchResult`` s entry by entry (matched by name).
+                    allow_env_change: bool = False, include_contended: bool = False,
+                    clock: str = "wall") -> Comparison:
+    """Compare two ``BenchResult`` s entry by entry (matched by name), on the wall clock (latency) or on
+    the CPU clock (``clock="cpu"``: local devices; time waiting for a CPU left out).
 
     Rounds the run marked ``contended`` (other processes preempted the runtime or kept the CPUs busy) are left
     out unless ``include_contended``; an entry left with too few rounds is ``insufficient data``.
@@ -359,15 +377,17 @@ def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01,
                                        note="not in the baseline"))
             continue
         changed = bool(be.model_sha256 and ce.model_sha256 and be.model_sha256 != ce.model_sha256)
-        br = be.rounds_ms if include_contended else be.clean_rounds_ms()
-        cr = ce.rounds_ms if include_contended else ce.clean_rounds_ms()
+        br = be.on_clock(clock) if include_contended else be.clean_rounds_ms(clock)
+        cr = ce.on_clock(clock) if include_contended else ce.clean_rounds_ms(clock)
         res = compare_samples(name, round_values(br, metric), round_values(cr, metric),
                               threshold=threshold, alpha=alpha, model_changed=changed)
+        res = gate_on_load(res, be.load_scores(include_contended), ce.load_scores(include_contended))
         notes = [res.note] if res.note else []
         dropped = len(be.rounds_ms) - len(br) + len(ce.rounds_ms) - len(cr)
         if dropped:
             notes.append(f"{dropped} contended round{'s' if dropped > 1 else ''} left out"
-                         + (" (the device was busy: rerun on a quiet machine)" if res.verdict == INSUFFICIENT
+                         + (" (the device was busy: rerun on a quiet machine, or time baseline and "
+                            "candidate in one job with `hwnat bench ab`)" if res.verdict == INSUFFICIENT
                             else ""))
         if changed:
             notes.append("model file differs from the baseline's")
@@ -376,7 +396,36 @@ def compare_results(base, cand, *, threshold: float = 0.05, alpha: float = 0.01,
         out.append(res)
     return Comparison(suite=base.suite.name, baseline=base.summary(), candidate=cand.summary(),
                       threshold=threshold, alpha=alpha, metric=metric, entries=out, env_diff=diff,
-                      warnings=warnings)
+                      warnings=warnings, clock=clock)
+
+
+#: a two-run verdict is withheld when the slower run's rounds saw this much more load (median of the
+#: per-round readings max(wait_frac, busy_frac), ``hwnat.bench.contention``) than the faster run's
+LOAD_GATE = 0.10
+
+
+def gate_on_load(res: EntryComparison, base_load: list[float], cand_load: list[float],
+                 gate: float = LOAD_GATE) -> EntryComparison:
+    """Withhold a two-run ``regressed`` (``improved``) verdict when the candidate (baseline) run was
+    measured on a busier machine than the other: the difference may be the neighbour, not the model.
+    The verdict becomes ``insufficient data`` with a note. No readings (remote devices): unchanged.
+
+    Example:
+        >>> r = EntryComparison(name="a", verdict=REGRESSED, change=0.11, ci_low=0.10, ci_high=0.15)
+        >>> gate_on_load(r, [0.0, 0.02, 0.01], [0.6, 0.7, 0.5]).verdict
+        'insufficient data'
+    """
+    if res.verdict not in (REGRESSED, IMPROVED) or not base_load or not cand_load:
+        return res
+    b, c = float(np.median(base_load)), float(np.median(cand_load))
+    slower, faster = (c, b) if res.verdict == REGRESSED else (b, c)
+    if slower - faster <= gate:
+        return res
+    who = "candidate" if res.verdict == REGRESSED else "baseline"
+    note = (f"{res.verdict} {res.change:+.1%} withheld: the {who} run was measured on a busier machine "
+            f"(median load {slower:.2f} vs {faster:.2f}); the difference may be the neighbour. Rerun on a "
+            "quiet machine, or time both in one job with `hwnat bench ab`")
+    return EntryComparison(**{**asdict(res), "verdict": INSUFFICIENT, "note": note})
 
 
 def _median_of(rounds_ms, metric: str) -> float | None:

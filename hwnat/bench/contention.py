@@ -71,6 +71,22 @@ class Reading:
         return bool((self.wait_frac is not None and self.wait_frac > max_wait_frac) or
                     (self.busy_frac is not None and self.busy_frac > max_busy_frac))
 
+    def imbalance(self, other: Reading, max_wait_frac: float, max_busy_frac: float) -> float:
+        """How differently loaded two timings were, in units of the limits: the larger of
+        ``|wait_frac difference| / max_wait_frac`` and ``|busy_frac difference| / max_busy_frac``
+        (above 1 = unbalanced; readings missing on either side count as equal). Symmetric in the two.
+
+        Example:
+            >>> Reading(0.2, 0.0, 0.9).imbalance(Reading(0.2, 0.02, 0.95), 0.10, 0.25)
+            0.2
+        """
+        out = 0.0
+        for a, b, limit in ((self.wait_frac, other.wait_frac, max_wait_frac),
+                            (self.busy_frac, other.busy_frac, max_busy_frac)):
+            if a is not None and b is not None:
+                out = max(out, abs(a - b) / limit)
+        return round(out, 6)
+
     def score(self) -> float:
         """Larger = more disturbed (to keep the least disturbed of several attempts)."""
         return max(self.wait_frac or 0.0, self.busy_frac or 0.0)

@@ -44,22 +44,32 @@ def _p(v: float | None) -> str:
 def headline(c: Comparison) -> str:
     """One line: the counts and the settings."""
     counts = ", ".join(f"{n} {v}" for v, n in c.counts().items()) or "no entries"
+    unit = f"paired per-pass round {c.metric}s" if c.method == "paired" else f"per-round {c.metric}"
+    if c.clock != "wall":
+        unit += f", {c.clock} clock"
     return (f"suite {c.suite}: {counts} (threshold {c.threshold:.1%}, alpha {c.alpha:g}, "
-            f"per-round {c.metric}, confidence {1 - c.alpha:.0%})")
+            f"{unit}, confidence {1 - c.alpha:.0%})")
 
 
 def _rows(c: Comparison) -> list[list[str]]:
+    paired = c.method == "paired"
     return [[e.name, _MARK[e.verdict], _ms(e.baseline_ms), _ms(e.candidate_ms), _pct(e.change), _ci(e),
-             _p(e.p_value), f"{e.n_baseline}/{e.n_candidate}", e.note] for e in c.entries]
+             _p(e.p_value), str(e.n_baseline) if paired else f"{e.n_baseline}/{e.n_candidate}", e.note]
+            for e in c.entries]
 
 
 _HEAD = ["entry", "verdict", "baseline ms", "candidate ms", "change", "interval", "p", "rounds", "note"]
 
 
+def _head(c: Comparison) -> list[str]:
+    return _HEAD[:7] + ["pairs" if c.method == "paired" else "rounds"] + _HEAD[8:]
+
+
 def text_table(c: Comparison) -> str:
     """Aligned plain-text table for the terminal."""
-    rows = [_HEAD] + _rows(c)
-    width = [max(len(r[i]) for r in rows) for i in range(len(_HEAD) - 1)]
+    head = _head(c)
+    rows = [head] + _rows(c)
+    width = [max(len(r[i]) for r in rows) for i in range(len(head) - 1)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], width, strict=True)).rstrip() +
              (f"  {r[-1]}" if r[-1] else "") for r in rows]
     lines.insert(1, "  ".join("-" * w for w in width))
@@ -75,14 +85,20 @@ def markdown(c: Comparison) -> str:
     title = (f"### hwnat bench: {len(bad)} regression{'s' if len(bad) != 1 else ''} "
              f"({', '.join(e.name for e in bad)})" if bad else "### hwnat bench: no regression")
     out = [title, "", headline(c), ""]
-    out.append("| " + " | ".join(_HEAD) + " |")
+    out.append("| " + " | ".join(_head(c)) + " |")
     out.append("|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---"]) + "|")
     for r in _rows(c):
         r[1] = f"**{r[1]}**" if r[1] == _MARK[REGRESSED] else r[1]
         out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |")
-    out += ["", f"Change: Hodges-Lehmann estimate of the relative shift of per-round {c.metric}s; interval: "
-            f"distribution-free {1 - c.alpha:.0%} confidence interval; p: two-sided Mann-Whitney U. "
-            f"An entry regresses only when p < {c.alpha:g} and the whole interval is above "
+    if c.method == "paired":
+        how = (f"Baseline and candidate timed in one job, in pairs (random order per pair). Change: "
+               f"Hodges-Lehmann estimate of the per-pass ratio of round {c.metric}s; interval: "
+               f"distribution-free {1 - c.alpha:.0%} confidence interval; p: two-sided Wilcoxon "
+               f"signed-rank.")
+    else:
+        how = (f"Change: Hodges-Lehmann estimate of the relative shift of per-round {c.metric}s; interval: "
+               f"distribution-free {1 - c.alpha:.0%} confidence interval; p: two-sided Mann-Whitney U.")
+    out += ["", how + f" An entry regresses only when p < {c.alpha:g} and the whole interval is above "
             f"+{c.threshold:.1%}.", ""]
     out.append(f"Baseline: `{c.baseline.get('path')}` (commit {c.baseline.get('git_commit') or '?'}, "
                f"{c.baseline.get('created_at') or '?'}); candidate: `{c.candidate.get('path')}` (commit "
@@ -104,7 +120,7 @@ def junit_xml(c: Comparison) -> str:
     ts = ET.Element("testsuite", name=f"hwnat-bench.{c.suite}", tests=str(len(c.entries)),
                     failures=str(failures), errors=str(errors), skipped=str(skipped))
     props = ET.SubElement(ts, "properties")
-    for k, v in (("threshold", c.threshold), ("alpha", c.alpha), ("metric", c.metric),
+    for k, v in (("threshold", c.threshold), ("alpha", c.alpha), ("metric", c.metric), ("method", c.method),
                  ("baseline", c.baseline.get("path")), ("candidate", c.candidate.get("path")),
                  ("baseline_commit", c.baseline.get("git_commit")),
                  ("candidate_commit", c.candidate.get("git_commit"))):

@@ -6,6 +6,10 @@ Why passes and fresh sessions: a slow spell on a shared machine, a session whose
 frequency step -- each lasts longer than one inference, so samples taken back to back are not
 independent. One round per pass per entry, spread over the whole run and interleaved with the other
 entries, makes the per-round values close to independent; those are what ``hwnat.bench.compare`` tests.
+
+An A/B job (``run_ab``) times two suites' model files in the same passes: per entry, the baseline's and
+the candidate's file back to back, in a random order, so both halves of a pair see the same neighbour;
+``hwnat.bench.paired`` compares the pairs.
 """
 
 from __future__ import annotations
@@ -23,8 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnat.bench.contention import Probe, sched_ns
-from hwnat.bench.store import FORMAT, SCHEMA_VERSION, BenchResult, result_from_dict, save_result
+from hwnat.bench.contention import Probe, Reading, sched_ns
+from hwnat.bench.store import (
+    AB_FORMAT,
+    FORMAT,
+    SCHEMA_VERSION,
+    ABResult,
+    BenchResult,
+    ab_result_from_dict,
+    result_from_dict,
+    save_result,
+)
 from hwnat.bench.suite import LoadedSuite, SuiteEntry
 from hwnat.errors import BadInputError, HwnatError
 
@@ -159,9 +172,81 @@ def run_suite(loaded: LoadedSuite, *, device: str | None = None, rounds: int | N
         >>> from hwnat.bench.suite import load_suite
         >>> res = run_suite(load_suite("default"), out=Path("result.json"))  # doctest: +SKIP
     """
+    def start(dev, work: Path, protocol) -> tuple[dict, Callable]:
+        prepared = prepare_entries(loaded, work, dev.model_format)
+        data = {"format": FORMAT, "suite": _suite_info(loaded),
+                "entries": [{"name": p.entry.name, **_model_info(p), "rounds_ms": [], "round_info": []}
+                            for p in prepared]}
+        return data, lambda passes, t_start: _measure_passes(dev, prepared, data, protocol, passes,
+                                                             loaded.suite, t_start, progress, sleep)
+
+    data = _job(loaded.suite, start, device=device, rounds=rounds, out=out, work_dir=work_dir,
+                commit=commit, done=lambda d: min(len(e["rounds_ms"]) for e in d["entries"]))
+    return result_from_dict(data, str(out) if out else "<memory>")
+
+
+def run_ab(base: LoadedSuite, cand: LoadedSuite, *, device: str | None = None, rounds: int | None = None,
+           out: Path | None = None, work_dir: Path | None = None, commit: str | None = None,
+           progress: Progress | None = None, sleep=time.sleep) -> ABResult:
+    """An A/B job: time the baseline suite's and the candidate suite's model files in the same passes,
+    paired by entry name. In every pass, for every entry (shuffled order), the two files are timed back
+    to back in a random order, each with a fresh session; a pair whose halves saw unequal load
+    (``Reading.imbalance`` above 1) is timed again up to ``contention_retries`` times and the most
+    balanced attempt is kept. Entries of one suite only are recorded without pairs.
+
+    The candidate suite sets the device, rounds, protocol, shuffle seed and contention settings.
+
+    Args:
+        base: the baseline suite (model files of the reference, e.g. exported at the base commit).
+        cand: the candidate suite.
+        device, rounds, out, work_dir, commit, progress: as in ``run_suite``.
+
+    Returns:
+        the result (what was written to ``out``).
+
+    Raises:
+        BadInputError: a bad suite or model file, or no entry name in both suites.
+    """
+    def start(dev, work: Path, protocol) -> tuple[dict, Callable]:
+        pb = {p.entry.name: p for p in prepare_entries(base, work, dev.model_format)}
+        pc = {p.entry.name: p for p in prepare_entries(cand, work, dev.model_format)}
+        names = list(pb) + [n for n in pc if n not in pb]
+        pairs = [(pb[n], pc[n]) for n in names if n in pb and n in pc]
+        if not pairs:
+            raise BadInputError(f"{base.path} and {cand.path}: no entry name is in both suites; entries are "
+                                "paired by name")
+        data = {"format": AB_FORMAT,
+                "baseline": {"suite": _suite_info(base)}, "candidate": {"suite": _suite_info(cand)},
+                "entries": [{"name": n,
+                             "baseline": _model_info(pb[n]) if n in pb else None,
+                             "candidate": _model_info(pc[n]) if n in pc else None,
+                             "baseline_rounds_ms": [], "candidate_rounds_ms": [], "pair_info": []}
+                            for n in names]}
+        recs = [next(e for e in data["entries"] if e["name"] == b.entry.name) for b, _ in pairs]
+        return data, lambda passes, t_start: _measure_pairs(dev, pairs, recs, protocol, passes, cand.suite,
+                                                            t_start, progress, sleep)
+
+    data = _job(cand.suite, start, device=device, rounds=rounds, out=out, work_dir=work_dir, commit=commit,
+                done=lambda d: min((len(e["pair_info"]) for e in d["entries"] if e["baseline"]
+                                    and e["candidate"]), default=0))
+    return ab_result_from_dict(data, str(out) if out else "<memory>")
+
+
+def _suite_info(loaded: LoadedSuite) -> dict:
+    return {"name": loaded.suite.name, "sha256": loaded.suite.sha256(),
+            "path": str(loaded.path) if loaded.path else None}
+
+
+def _model_info(p: PreparedEntry) -> dict:
+    return {"source": p.entry.source(), "model_sha256": p.sha256, "input_shape": list(p.input_shape)}
+
+
+def _job(suite, start, *, device, rounds, out, work_dir, commit, done) -> dict:
+    """What ``run_suite`` and ``run_ab`` share: open the device, prepare (``start`` returns the result's
+    entry data and the measuring loop), record the settings and the fingerprint, measure, and write the
+    result; on a device failure or Ctrl-C write what was measured with ``complete: false`` and re-raise."""
     from hwnat.devices.device import open_device
 
-    suite = loaded.suite
     passes = int(rounds or suite.rounds)
     if passes < 1:
         raise BadInputError(f"--rounds: expected at least 1, got {passes}")
@@ -176,13 +261,12 @@ def run_suite(loaded: LoadedSuite, *, device: str | None = None, rounds: int | N
     try:
         with open_device(device or suite.device) as dev:
             protocol = suite.pass_protocol(dev.spec.measure)
-            prepared = prepare_entries(loaded, work_dir, dev.model_format)
-            fp = dev.fingerprint()
+            if dev.spec.transport.kind == "local" and hasattr(dev, "runtime"):
+                dev.runtime = DualClock(dev.runtime)  # also record CPU time (``--clock cpu``)
+            entries, measure = start(dev, work_dir, protocol)
             data = {
-                "format": FORMAT, "schema_version": SCHEMA_VERSION,
-                "suite": {"name": suite.name, "sha256": suite.sha256(),
-                          "path": str(loaded.path) if loaded.path else None},
-                "device": dev.name, "fingerprint": fp, "protocol": protocol.model_dump(),
+                **entries, "schema_version": SCHEMA_VERSION,
+                "device": dev.name, "fingerprint": dev.fingerprint(), "protocol": protocol.model_dump(),
                 "rounds": passes, "shuffle": suite.shuffle, "seed": suite.seed,
                 "cooldown_s": suite.cooldown_s, "complete": False,
                 "contention": {"max_wait_frac": suite.max_wait_frac, "max_busy_frac": suite.max_busy_frac,
@@ -191,18 +275,15 @@ def run_suite(loaded: LoadedSuite, *, device: str | None = None, rounds: int | N
                 "git_commit": commit or git_commit(),
                 "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "load_avg": {"before": _loadavg()},
-                "entries": [{"name": p.entry.name, "source": p.entry.source(), "model_sha256": p.sha256,
-                             "input_shape": list(p.input_shape), "rounds_ms": [], "round_info": []}
-                            for p in prepared],
             }
+            data["entries"] = data.pop("entries")  # keep the samples last in the file
             try:
-                _measure_passes(dev, prepared, data, protocol, passes, suite, t_start, progress, sleep)
+                measure(passes, t_start)
             except (HwnatError, KeyboardInterrupt):
-                if out is not None and any(e["rounds_ms"] for e in data["entries"]):
+                if out is not None and done(data):
                     _finish(data, t_start, complete=False)
                     save_result(data, out)
-                    log.warning("partial result (%d of %d passes) written to %s",
-                                min(len(e["rounds_ms"]) for e in data["entries"]), passes, out)
+                    log.warning("partial result (%d of %d passes) written to %s", done(data), passes, out)
                 raise
     finally:
         if tmp is not None:
@@ -210,7 +291,7 @@ def run_suite(loaded: LoadedSuite, *, device: str | None = None, rounds: int | N
     _finish(data, t_start, complete=True)
     if out is not None:
         save_result(data, out)
-    return result_from_dict(data, str(out) if out else "<memory>")
+    return data
 
 
 def _check_writable(out: Path) -> None:
@@ -227,19 +308,94 @@ def _check_writable(out: Path) -> None:
 _BUSY_STREAK = 3
 
 
+class DualClock:
+    """Wraps a local device's runtime so that every timed call is measured on two clocks: the wall clock
+    (what ``measure`` returns: the latency) and this process's CPU clock (kept in ``cpu_ms``). CPU time
+    leaves out the time the runtime waited for a CPU while other processes ran, so on an oversubscribed
+    machine it is far less noisy than wall time; it is the runtime's latency only for a single-threaded
+    runtime on an otherwise idle machine. Runtimes that time themselves (GPU events) are left as they are.
+    """
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.cpu_ms: list[float] = []
+
+    def __getattr__(self, name):
+        return getattr(self.runtime, name)
+
+    def load(self, model_path: str, input_shape: tuple[int, ...]):
+        from hwnat.devices.runtimes._base import Loaded
+
+        loaded = self.runtime.load(model_path, input_shape)
+        if loaded.time_once is not None:
+            return loaded
+        run, sync = loaded.run, loaded.sync
+
+        def timed() -> float:
+            c0, a = time.process_time_ns(), time.perf_counter_ns()
+            run()
+            if sync is not None:
+                sync()
+            b, c1 = time.perf_counter_ns(), time.process_time_ns()
+            self.cpu_ms.append((c1 - c0) / 1e6)
+            return (b - a) / 1e6
+
+        return Loaded(run, sync, loaded.close, loaded.info, time_once=timed)
+
+
 def _timed_pass(dev, p: PreparedEntry, protocol, local: bool):
-    """One timing of one entry, with what the contention probe saw (local devices only)."""
+    """One timing of one entry, with what the contention probe saw (local devices only) and, where the
+    device's runtime is wrapped in a ``DualClock``, the CPU-clock samples (else None)."""
+    clock = getattr(dev, "runtime", None)
+    if isinstance(clock, DualClock):
+        clock.cpu_ms = []
     with Probe(enabled=local) as probe:
         m = dev.measure(str(p.path), p.input_shape, protocol)
-    return m, probe.reading
+    cpu = None
+    if isinstance(clock, DualClock) and len(clock.cpu_ms) == sum(len(r) for r in m.rounds_ms):
+        cpu = [round(x, 6) for x in clock.cpu_ms]
+    return m, probe.reading, cpu
+
+
+class _Retrier:
+    """Re-times a disturbed timing up to ``retries`` times and keeps the least disturbed attempt; after
+    ``_BUSY_STREAK`` timings in a row stayed disturbed it stops retrying until one comes out clean (a
+    persistently busy machine costs a few retried passes, not three times the run)."""
+
+    def __init__(self, suite, sleep):
+        self.suite, self.sleep, self.streak = suite, sleep, 0
+
+    def __call__(self, attempt, badness, what: str):
+        """``attempt()`` -> x; ``badness(x)`` > 1 = disturbed. Returns (best x, tries, stayed disturbed)."""
+        retries = self.suite.contention_retries if self.streak < _BUSY_STREAK else 0
+        best = best_bad = None
+        tries = 0
+        for _ in range(retries + 1):
+            x = attempt()
+            tries += 1
+            bad = badness(x)
+            if best is None or bad < best_bad:
+                best, best_bad = x, bad
+            if bad <= 1:
+                break
+            log.info("%s: disturbed timing (%.2f x the limit), re-timing", what, bad)
+            self.sleep(self.suite.contention_backoff_s)
+        stayed = best_bad > 1
+        self.streak = self.streak + 1 if stayed else 0
+        return best, tries, stayed
+
+
+def _contention(suite, r: Reading) -> float:
+    """A reading in units of the suite's limits (above 1 = contended)."""
+    return max((r.wait_frac or 0.0) / suite.max_wait_frac, (r.busy_frac or 0.0) / suite.max_busy_frac)
 
 
 def _measure_passes(dev, prepared, data, protocol, passes, suite, t_start, progress, sleep) -> None:
     rng = np.random.default_rng(suite.seed)
     n = len(prepared)
     local = dev.spec.transport.kind == "local"
+    retry = _Retrier(suite, sleep)
     first = True
-    busy_streak = 0  # passes in a row that stayed contended after their retries
     for k in range(passes):
         order = rng.permutation(n) if suite.shuffle else np.arange(n)
         for pos, i in enumerate(order):
@@ -248,24 +404,12 @@ def _measure_passes(dev, prepared, data, protocol, passes, suite, t_start, progr
                 sleep(suite.cooldown_s)
             first = False
             t = time.perf_counter() - t_start
-            best = None
-            tries = 0
-            # retries help against bursts; when the machine stays busy they only cost time
-            retries = suite.contention_retries if busy_streak < _BUSY_STREAK else 0
-            for _ in range(retries + 1):
-                m, reading = _timed_pass(dev, p, protocol, local)
-                tries += 1
-                if best is None or reading.score() < best[1].score():
-                    best = (m, reading)
-                if not reading.contended(suite.max_wait_frac, suite.max_busy_frac):
-                    break
-                log.info("%s: contended pass (%s), re-timing", p.entry.name, reading.to_dict())
-                sleep(suite.contention_backoff_s)
-            m, reading = best
-            stayed = reading.contended(suite.max_wait_frac, suite.max_busy_frac)
-            busy_streak = busy_streak + 1 if stayed else 0
+            (m, reading, cpu), tries, stayed = retry(lambda p=p: _timed_pass(dev, p, protocol, local),
+                                                     lambda x: _contention(suite, x[1]), p.entry.name)
             rec = data["entries"][int(i)]
             rec["rounds_ms"].append([round(x, 6) for r in m.rounds_ms for x in r])
+            if cpu is not None:
+                rec.setdefault("cpu_rounds_ms", []).append(cpu)
             info = {"pass": k, "position": pos, "t_s": round(t, 3)}
             if reading.to_dict():
                 info.update(reading.to_dict(), tries=tries, contended=stayed)
@@ -273,6 +417,51 @@ def _measure_passes(dev, prepared, data, protocol, passes, suite, t_start, progr
             rec["round_info"].append(info)
             if progress is not None:
                 progress(k, passes, p.entry.name, float(np.median(rec["rounds_ms"][-1])))
+
+
+def _measure_pairs(dev, pairs, recs, protocol, passes, suite, t_start, progress, sleep) -> None:
+    rng = np.random.default_rng(suite.seed)
+    n = len(pairs)
+    local = dev.spec.transport.kind == "local"
+    retry = _Retrier(suite, sleep)
+    first = True
+
+    def attempt(base: PreparedEntry, cand: PreparedEntry):
+        b_first = bool(rng.integers(2))  # a fair coin per attempt: the order is no cause of a difference
+        sides = [("baseline", base), ("candidate", cand)] if b_first else [("candidate", cand), ("baseline", base)]
+        got = {}
+        for side, p in sides:
+            got[side] = _timed_pass(dev, p, protocol, local)
+        return "ab" if b_first else "ba", got
+
+    def imbalance(x) -> float:
+        got = x[1]
+        return got["baseline"][1].imbalance(got["candidate"][1], suite.max_wait_frac, suite.max_busy_frac)
+
+    for k in range(passes):
+        order = rng.permutation(n) if suite.shuffle else np.arange(n)
+        for pos, i in enumerate(order):
+            base, cand = pairs[int(i)]
+            if suite.cooldown_s and not first:
+                sleep(suite.cooldown_s)
+            first = False
+            t = time.perf_counter() - t_start
+            (seq, got), tries, stayed = retry(lambda b=base, c=cand: attempt(b, c), imbalance, base.entry.name)
+            rec = recs[int(i)]
+            info = {"pass": k, "position": pos, "t_s": round(t, 3), "order": seq}
+            for side in ("baseline", "candidate"):
+                m, reading, cpu = got[side]
+                rec[f"{side}_rounds_ms"].append([round(x, 6) for r in m.rounds_ms for x in r])
+                if cpu is not None:
+                    rec.setdefault(f"{side}_cpu_rounds_ms", []).append(cpu)
+                extra = {key: v for key, v in m.extra.items() if key != "attempts"}
+                if reading.to_dict() or extra:
+                    info[side] = {**reading.to_dict(), **extra}
+            if local and got["baseline"][1].to_dict():
+                info.update(tries=tries, balanced=not stayed)
+            rec["pair_info"].append(info)
+            if progress is not None:
+                progress(k, passes, base.entry.name, float(np.median(rec["candidate_rounds_ms"][-1])))
 
 
 def _finish(data: dict, t_start: float, complete: bool) -> None:

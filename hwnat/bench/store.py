@@ -41,6 +41,30 @@ class SuiteInfo(BaseModel):
     path: str | None = None
 
 
+CLOCKS = ("wall", "cpu")
+
+
+def _on_clock(name: str, wall: list, cpu: list, clock: str) -> list[list[float]]:
+    if clock not in CLOCKS:
+        raise BadInputError(f"--clock: expected one of {', '.join(CLOCKS)}, got {clock!r}")
+    if clock == "wall":
+        return wall
+    if len(cpu) != len(wall):
+        raise BadInputError(f"entry {name!r}: the result has no CPU-clock samples (recorded for local "
+                            "devices by this hwnat); use --clock wall")
+    return cpu
+
+
+def _check_rounds(v: list[list[float]]) -> list[list[float]]:
+    """Every round has samples, every sample is a positive number of ms."""
+    for i, r in enumerate(v):
+        if not r:
+            raise ValueError(f"round {i} has no samples")
+        if not all(math.isfinite(x) and x > 0 for x in r):
+            raise ValueError(f"round {i} has a sample that is not a positive number of ms")
+    return v
+
+
 class EntryResult(BaseModel):
     """One entry's raw samples: ``rounds_ms[i]`` are the samples (ms) of pass ``i``."""
 
@@ -52,25 +76,38 @@ class EntryResult(BaseModel):
     input_shape: list[int] = Field(default_factory=list)
     rounds_ms: list[list[float]]
     round_info: list[dict] = Field(default_factory=list)
+    #: the same calls on this process's CPU clock (local devices; ``bench.run.DualClock``)
+    cpu_rounds_ms: list[list[float]] = Field(default_factory=list)
 
     @field_validator("rounds_ms")
     @classmethod
     def _positive(cls, v: list[list[float]]) -> list[list[float]]:
-        for i, r in enumerate(v):
-            if not r:
-                raise ValueError(f"round {i} has no samples")
-            if not all(math.isfinite(x) and x > 0 for x in r):
-                raise ValueError(f"round {i} has a sample that is not a positive number of ms")
-        return v
+        return _check_rounds(v)
+
+    def on_clock(self, clock: str) -> list[list[float]]:
+        """The rounds on the wall clock (``"wall"``) or the CPU clock (``"cpu"``).
+
+        Raises:
+            BadInputError: no CPU-clock samples (a remote device, or a result of an older hwnat).
+        """
+        return _on_clock(self.name, self.rounds_ms, self.cpu_rounds_ms, clock)
 
     def contended_rounds(self) -> list[int]:
         """Passes during which other processes preempted the runtime or kept the CPUs busy (``bench.contention``)."""
         return [i for i, info in enumerate(self.round_info) if info.get("contended")]
 
-    def clean_rounds_ms(self) -> list[list[float]]:
+    def clean_rounds_ms(self, clock: str = "wall") -> list[list[float]]:
         """The rounds that were not contended."""
         bad = set(self.contended_rounds())
-        return [r for i, r in enumerate(self.rounds_ms) if i not in bad]
+        return [r for i, r in enumerate(self.on_clock(clock)) if i not in bad]
+
+    def load_scores(self, include_contended: bool = False) -> list[float]:
+        """Per round, the larger of its ``wait_frac`` and ``busy_frac`` readings (rounds without readings
+        are skipped); only the rounds ``clean_rounds_ms`` keeps unless ``include_contended``."""
+        bad = set() if include_contended else set(self.contended_rounds())
+        return [max(info.get("wait_frac", 0.0), info.get("busy_frac", 0.0))
+                for i, info in enumerate(self.round_info)
+                if i not in bad and ("wait_frac" in info or "busy_frac" in info)]
 
     def throttled_rounds(self) -> list[int]:
         """Passes during which the thermal guard saw throttling or a frequency drop."""
@@ -136,6 +173,10 @@ def load_result(path: str | Path) -> BenchResult:
         BadInputError: missing/unreadable file, truncated or invalid JSON, foreign JSON, bad fields.
     """
     p = Path(path)
+    return result_from_dict(_read_json(p), str(p))
+
+
+def _read_json(p: Path):
     try:
         text = p.read_text()
     except FileNotFoundError:
@@ -152,7 +193,7 @@ def load_result(path: str | Path) -> BenchResult:
         hint = " (the file looks truncated)" if e.pos >= len(text.rstrip()) else ""
         raise BadInputError(f"{p}: not valid JSON{hint}: {e.msg} at line {e.lineno} column {e.colno}") \
             from None
-    return result_from_dict(data, str(p))
+    return data
 
 
 def save_result(data: dict, path: str | Path) -> Path:
@@ -160,6 +201,115 @@ def save_result(data: dict, path: str | Path) -> Path:
     text = json.dumps(data, indent=1, allow_nan=False)
     write_atomic(Path(path), text.encode())
     return Path(path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# A/B results (`bench ab`): the baseline's and the candidate's files timed in pairs in one job
+# ---------------------------------------------------------------------------------------------------
+AB_FORMAT = "hwnat-bench-ab-result"
+
+
+class ABSuiteSide(BaseModel):
+    """Which suite one side of an A/B job came from."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    suite: SuiteInfo
+
+
+class ABModel(BaseModel):
+    """One side's model of an A/B entry."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    source: dict = Field(default_factory=dict)
+    model_sha256: str | None = None
+    input_shape: list[int] = Field(default_factory=list)
+
+
+class ABEntry(BaseModel):
+    """One entry of an A/B job: ``baseline_rounds_ms[k]`` and ``candidate_rounds_ms[k]`` are the samples
+    (ms) of pass ``k``'s pair, timed back to back; ``pair_info[k]`` says in which order and under what load.
+    An entry of one suite only has no pairs (and ``None`` for the other side)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str
+    baseline: ABModel | None = None
+    candidate: ABModel | None = None
+    baseline_rounds_ms: list[list[float]] = Field(default_factory=list)
+    candidate_rounds_ms: list[list[float]] = Field(default_factory=list)
+    pair_info: list[dict] = Field(default_factory=list)
+    baseline_cpu_rounds_ms: list[list[float]] = Field(default_factory=list)
+    candidate_cpu_rounds_ms: list[list[float]] = Field(default_factory=list)
+
+    @field_validator("baseline_rounds_ms", "candidate_rounds_ms")
+    @classmethod
+    def _positive(cls, v: list[list[float]]) -> list[list[float]]:
+        return _check_rounds(v)
+
+    def on_clock(self, side: str, clock: str) -> list[list[float]]:
+        """One side's rounds on the wall or the CPU clock (see ``EntryResult.on_clock``)."""
+        return _on_clock(self.name, getattr(self, f"{side}_rounds_ms"), getattr(self, f"{side}_cpu_rounds_ms"),
+                         clock)
+
+
+class ABResult(BaseModel):
+    """A ``bench ab`` result file."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    format: Literal["hwnat-bench-ab-result"]
+    schema_version: Literal[1]
+    baseline: ABSuiteSide
+    candidate: ABSuiteSide
+    device: str
+    fingerprint: dict
+    protocol: dict
+    rounds: int
+    complete: bool = True
+    git_commit: str | None = None
+    created_at: str | None = None
+    wall_s: float | None = None
+    load_avg: dict | None = None
+    entries: list[ABEntry]
+    source: str = Field("<memory>", exclude=True)
+
+    def side_summary(self, side: str) -> dict:
+        """Metadata of one side (shown in reports)."""
+        suite = getattr(self, side).suite
+        return {"path": f"{self.source} ({side})", "suite": suite.name, "suite_path": suite.path,
+                "device": self.device, "git_commit": self.git_commit, "created_at": self.created_at,
+                "rounds": self.rounds, "complete": self.complete,
+                "fingerprint_key": fingerprint_key(self.fingerprint), "load_avg": self.load_avg}
+
+
+def ab_result_from_dict(data, source: str = "<memory>") -> ABResult:
+    """Validate plain data as an A/B result.
+
+    Raises:
+        BadInputError: not an A/B result, an unsupported schema version, or a bad field.
+    """
+    if not isinstance(data, dict) or data.get("format") != AB_FORMAT:
+        raise BadInputError(f"{source}: not an hwnat A/B bench result (expected a JSON object with "
+                            f"\"format\": \"{AB_FORMAT}\", as written by `hwnat bench ab`)")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise BadInputError(f"{source}: A/B result schema_version {data.get('schema_version')!r} is not "
+                            f"supported (this hwnat reads {SCHEMA_VERSION})")
+    try:
+        return ABResult(**{**data, "source": source})
+    except ValidationError as e:
+        raise BadInputError(f"{source}: {format_validation_error(e)}") from None
+
+
+def load_ab_result(path: str | Path) -> ABResult:
+    """Read a result file written by ``bench ab``.
+
+    Raises:
+        BadInputError: missing/unreadable file, truncated or invalid JSON, foreign JSON, bad fields.
+    """
+    p = Path(path)
+    return ab_result_from_dict(_read_json(p), str(p))
 
 
 # ---------------------------------------------------------------------------------------------------

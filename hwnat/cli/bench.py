@@ -17,18 +17,57 @@ def bench() -> None:
     """Measure a fixed suite of models and catch latency regressions (see docs/ci.md)."""
 
 
+#: options of the measuring commands (run and ab), defined once
+_device_opt = click.option("--device", "-d", "device", default=None,
+                           help="Device name or YAML path; default: the suite's `device`.")
+_rounds_opt = click.option("--rounds", type=click.IntRange(3, 1000), default=None,
+                           help="Interleaved passes over the entries; default: the suite's `rounds`.")
+_work_dir_opt = click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                             help="Keep exported models here and reuse them on the next run (default: a temp dir).")
+_commit_opt = click.option("--commit", default=None,
+                           help="Git commit to record; default: $GITHUB_SHA or `git rev-parse HEAD`.")
+
+
+def _measuring(what: str, n: int, passes: int, device: str):
+    """(context manager giving a progress callback or None, start time): a bar on a terminal, a line
+    per pass in logs (CI), nothing with -q."""
+    import contextlib
+    import time
+
+    from hwnat.cli._common import is_tty
+    from hwnat.cli._progress import progress_bar
+
+    quiet = click.get_current_context().find_root().params.get("quiet", False)
+    if not quiet:
+        err(f"{what}: {n} entries x {passes} passes on {device}")
+    t0 = time.perf_counter()
+    done = {"n": 0}
+
+    @contextlib.contextmanager
+    def progress():
+        with (progress_bar("timing", True) if is_tty() and not quiet else contextlib.nullcontext()) as bar:
+
+            def step(k: int, total: int, name: str, median_ms: float) -> None:
+                done["n"] += 1
+                if bar is not None:
+                    bar(done["n"], total * n, f"pass {k + 1}/{total} {name}")
+                elif not quiet and done["n"] % n == 0:
+                    err(f"[pass {k + 1}/{total}] {n} entries timed, {time.perf_counter() - t0:.1f} s")
+
+            yield step
+
+    return progress(), quiet
+
+
 @bench.command("run", epilog="\b\nExample:\n  hwnat bench run --suite benchmarks/suites/default.yaml --device cpu --out result.json")
 @click.option("--suite", "suite_path", required=True,
               help="Suite YAML file, or the name of a shipped suite (benchmarks/suites/NAME.yaml).")
-@click.option("--device", "-d", "device", default=None,
-              help="Device name or YAML path; default: the suite's `device`.")
+@_device_opt
 @click.option("--out", "-o", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Result JSON to write (every raw sample, the protocol and the fingerprint).")
-@click.option("--rounds", type=click.IntRange(3, 1000), default=None,
-              help="Interleaved passes over the entries; default: the suite's `rounds`.")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep exported models here and reuse them on the next run (default: a temp dir).")
-@click.option("--commit", default=None, help="Git commit to record; default: $GITHUB_SHA or `git rev-parse HEAD`.")
+@_rounds_opt
+@_work_dir_opt
+@_commit_opt
 @json_option
 def run_cmd(suite_path: str, device: str | None, out: Path, rounds: int | None, work_dir: Path | None,
             commit: str | None, as_json: bool) -> None:
@@ -37,35 +76,18 @@ def run_cmd(suite_path: str, device: str | None, out: Path, rounds: int | None, 
     Entries are interleaved: each of ROUNDS passes times every entry once (shuffled order, fresh
     runtime session, warm-up, one timed round). Progress goes to stderr, a summary to stdout.
     """
-    import contextlib
-    import time
+    import numpy as np
 
     from hwnat.bench.run import run_suite
     from hwnat.bench.suite import load_suite
-    from hwnat.cli._common import is_tty
-    from hwnat.cli._progress import progress_bar
 
-    quiet = click.get_current_context().find_root().params.get("quiet", False)
     loaded = load_suite(suite_path)
     n = len(loaded.suite.entries)
-    passes = rounds or loaded.suite.rounds
-    if not quiet:
-        err(f"bench {loaded.suite.name}: {n} entries x {passes} passes on {device or loaded.suite.device}")
-    t0 = time.perf_counter()
-    done = {"n": 0}
-    with (progress_bar("timing", True) if is_tty() and not quiet else contextlib.nullcontext()) as bar:
-
-        def progress(k: int, total: int, name: str, median_ms: float) -> None:
-            done["n"] += 1
-            if bar is not None:
-                bar(done["n"], total * n, f"pass {k + 1}/{total} {name}")
-            elif not quiet and done["n"] % n == 0:  # a line per pass in logs (CI)
-                err(f"[pass {k + 1}/{total}] {n} entries timed, {time.perf_counter() - t0:.1f} s")
-
+    progress, quiet = _measuring(f"bench {loaded.suite.name}", n, rounds or loaded.suite.rounds,
+                                 device or loaded.suite.device)
+    with progress as step:
         res = run_suite(loaded, device=device, rounds=rounds, out=out, work_dir=work_dir, commit=commit,
-                        progress=progress)
-    import numpy as np
-
+                        progress=step)
     rows = []
     for e in res.entries:
         meds = np.array([np.median(r) for r in e.rounds_ms])
@@ -84,7 +106,9 @@ def run_cmd(suite_path: str, device: str | None, out: Path, rounds: int | None, 
     busy = sum(r["contended"] for r in rows)
     if busy and not quiet:
         err(f"warning: {busy} of {sum(r['rounds'] for r in rows)} rounds stayed contended (other processes "
-            "preempted the runtime or kept the CPUs busy); compare leaves them out")
+            "preempted the runtime or kept the CPUs busy); compare leaves them out"
+            + ("; on a machine that stays busy, use `hwnat bench ab`" if busy * 2 > sum(r["rounds"] for r in rows)
+               else ""))
     if not quiet:
         err(f"wrote {out} ({res.wall_s:.1f} s)")
 
@@ -101,55 +125,41 @@ def _alpha(ctx, param, value):
     return parse_alpha(value)
 
 
-@bench.command("compare", epilog="\b\nExample:\n  hwnat bench compare baselines/ result.json --threshold 5% --alpha 0.01 --junit bench.xml")
-@click.argument("baseline", type=click.Path(path_type=Path))
-@click.argument("candidate", type=click.Path(path_type=Path))
-@click.option("--threshold", default="5%", show_default=True, callback=_threshold,
-              help="Smallest slowdown that counts: the whole confidence interval must lie above it.")
-@click.option("--alpha", default="0.01", show_default=True, callback=_alpha,
-              help="Significance level of the Mann-Whitney U test (interval confidence = 1 - alpha).")
-@click.option("--metric", type=click.Choice(["median", "p90"]), default="median", show_default=True,
-              help="Per-round statistic compared.")
-@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write a Markdown report (append it to $GITHUB_STEP_SUMMARY).")
-@click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write JUnit XML: one testcase per entry.")
-@click.option("--allow-env-change", is_flag=True,
-              help="Compare even when the fingerprints differ (CPU, runtime version, threads...).")
-@click.option("--include-contended", is_flag=True,
-              help="Also use rounds during which other processes preempted the runtime or kept the CPUs busy.")
-@click.option("--fail-on-insufficient", is_flag=True,
-              help="Exit 3 when an entry has insufficient data (too few rounds, or the device was busy).")
-@click.option("--allow-missing", is_flag=True,
-              help="Do not fail (exit 2) when baseline entries are missing from the candidate.")
-@json_option
-def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float, metric: str,
-                markdown_path: Path | None, junit_path: Path | None, allow_env_change: bool,
-                include_contended: bool, fail_on_insufficient: bool, allow_missing: bool,
-                as_json: bool) -> None:
-    """Compare a candidate result with a baseline, entry by entry.
+def _verdict_options(f):
+    """Options of the commands that give verdicts (compare and ab), defined once."""
+    for opt in reversed([
+        click.option("--threshold", default="5%", show_default=True, callback=_threshold,
+                     help="Smallest slowdown that counts: the whole confidence interval must lie above it."),
+        click.option("--alpha", default="0.01", show_default=True, callback=_alpha,
+                     help="Significance level of the test (interval confidence = 1 - alpha)."),
+        click.option("--metric", type=click.Choice(["median", "p90"]), default="median", show_default=True,
+                     help="Per-round statistic compared."),
+        click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+                     help="wall: latency; cpu: this process's CPU time per call (local devices), which "
+                          "leaves out time spent waiting for a CPU on an oversubscribed machine."),
+        click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="Write a Markdown report (append it to $GITHUB_STEP_SUMMARY)."),
+        click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Write JUnit XML: one testcase per entry."),
+        click.option("--strict", "--fail-on-insufficient", "strict", is_flag=True,
+                     help="Exit 3 when an entry has no verdict (insufficient data: too few rounds, or the "
+                          "device was busy). Without it such a job passes with a warning."),
+        click.option("--allow-missing", is_flag=True,
+                     help="Do not fail (exit 2) when baseline entries are missing from the candidate."),
+        json_option,
+    ]):
+        f = opt(f)
+    return f
 
-    BASELINE is a result file or a baseline directory (`bench baseline save --dir`); for a directory the
-    newest baseline of the candidate's suite from a comparable environment is used.
 
-    An entry regresses only when the change is significant (Mann-Whitney U, p < ALPHA) AND its
-    distribution-free confidence interval lies entirely above THRESHOLD. Exit 0: no regression; 1: a
-    regression; 2: bad input (unreadable or foreign files, different suites or environments, missing
-    entries); 3: device failure (and, with --fail-on-insufficient, an entry without enough clean data).
-    """
+def _judge(comp, *, candidate: Path, markdown_path: Path | None, junit_path: Path | None, strict: bool,
+           allow_missing: bool, as_json: bool) -> None:
+    """Print and write the reports of a comparison, then map its verdicts to the exit code: 1 on a
+    regression, 2 on missing entries (unless allowed), 3 with ``strict`` on insufficient data."""
     from hwnat._io import write_atomic
-    from hwnat.bench.compare import INSUFFICIENT, compare_results
+    from hwnat.bench.compare import INSUFFICIENT
     from hwnat.bench.report import junit_xml, markdown, text_table
-    from hwnat.bench.store import latest_baseline_for, load_result
 
-    cand = load_result(candidate)
-    if baseline.is_dir():
-        found = latest_baseline_for(baseline, cand)
-        err(f"baseline: {found.path} (commit {found.commit}, saved {found.saved_at})")
-        baseline = found.path
-    base = load_result(baseline)
-    comp = compare_results(base, cand, threshold=threshold, alpha=alpha, metric=metric,
-                           allow_env_change=allow_env_change, include_contended=include_contended)
     if markdown_path is not None:
         write_atomic(markdown_path, markdown(comp).encode())
     if junit_path is not None:
@@ -167,9 +177,111 @@ def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float,
         raise BadInputError(f"{candidate}: entries of the baseline are missing: {missing} "
                             "(use --allow-missing to accept)")
     short = comp.by_verdict(INSUFFICIENT)
-    if short and fail_on_insufficient:
-        raise DeviceError("insufficient data for " + ", ".join(e.name for e in short) +
-                          " (too few rounds, or the device was busy: see the notes)")
+    if not short:
+        return
+    names = ", ".join(e.name for e in short)
+    if strict:
+        raise DeviceError(f"no verdict (insufficient data) for {names}: too few rounds, or the device was "
+                          "busy; see the notes" + ("" if comp.method == "paired" else
+                                                   ", or time both in one job with `hwnat bench ab`"))
+    err(f"warning: no verdict (insufficient data) for {names}; this is not `unchanged` (use --strict to "
+        "fail such a job)")
+
+
+@bench.command("compare", epilog="\b\nExample:\n  hwnat bench compare baselines/ result.json --threshold 5% --alpha 0.01 --junit bench.xml")
+@click.argument("baseline", type=click.Path(path_type=Path))
+@click.argument("candidate", type=click.Path(path_type=Path))
+@_verdict_options
+@click.option("--allow-env-change", is_flag=True,
+              help="Compare even when the fingerprints differ (CPU, runtime version, threads...).")
+@click.option("--include-contended", is_flag=True,
+              help="Also use rounds during which other processes preempted the runtime or kept the CPUs busy.")
+def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float, metric: str, clock: str,
+                markdown_path: Path | None, junit_path: Path | None, strict: bool, allow_missing: bool,
+                as_json: bool, allow_env_change: bool, include_contended: bool) -> None:
+    """Compare a candidate result with a baseline, entry by entry (two runs: for a quiet, dedicated device;
+    on a shared or busy machine use `hwnat bench ab`).
+
+    BASELINE is a result file or a baseline directory (`bench baseline save --dir`); for a directory the
+    newest baseline of the candidate's suite from a comparable environment is used.
+
+    An entry regresses only when the change is significant (Mann-Whitney U, p < ALPHA) AND its
+    distribution-free confidence interval lies entirely above THRESHOLD, and the candidate run was not
+    measured on a busier machine than the baseline. Exit 0: no regression; 1: a regression; 2: bad input
+    (unreadable or foreign files, different suites or environments, missing entries); 3: device failure,
+    and with --strict an entry without a verdict (insufficient data).
+    """
+    from hwnat.bench.compare import compare_results
+    from hwnat.bench.store import latest_baseline_for, load_result
+
+    cand = load_result(candidate)
+    if baseline.is_dir():
+        found = latest_baseline_for(baseline, cand)
+        err(f"baseline: {found.path} (commit {found.commit}, saved {found.saved_at})")
+        baseline = found.path
+    base = load_result(baseline)
+    comp = compare_results(base, cand, threshold=threshold, alpha=alpha, metric=metric,
+                           allow_env_change=allow_env_change, include_contended=include_contended,
+                           clock=clock)
+    _judge(comp, candidate=candidate, markdown_path=markdown_path, junit_path=junit_path, strict=strict,
+           allow_missing=allow_missing, as_json=as_json)
+
+
+@bench.command("ab", epilog="\b\nExample:\n  hwnat bench ab base/suite.yaml cand/suite.yaml --out ab.json --strict --junit bench.xml\n"
+                           "  hwnat bench ab --from ab.json --threshold 10%")
+@click.argument("baseline", required=False)
+@click.argument("candidate", required=False)
+@click.option("--out", "-o", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="A/B result JSON to write (every raw sample of both sides, the pair order and load).")
+@click.option("--from", "from_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Judge an existing A/B result instead of measuring (e.g. with another threshold).")
+@_device_opt
+@_rounds_opt
+@_work_dir_opt
+@_commit_opt
+@_verdict_options
+def ab_cmd(baseline: str | None, candidate: str | None, out: Path | None, from_path: Path | None,
+           device: str | None, rounds: int | None, work_dir: Path | None, commit: str | None,
+           threshold: float, alpha: float, metric: str, clock: str, markdown_path: Path | None,
+           junit_path: Path | None, strict: bool, allow_missing: bool, as_json: bool) -> None:
+    """Time the BASELINE suite's and the CANDIDATE suite's models in one job, in pairs, and compare.
+
+    BASELINE and CANDIDATE are suite files (or shipped suite names) whose entries are matched by name:
+    e.g. the same suite with model files exported at the base commit and at the pull request. In every
+    pass each entry's two files are timed back to back in a random order, so a busy neighbour slows both
+    halves of a pair and the comparison is paired (Wilcoxon signed-rank on per-pass log ratios, with the
+    same verdict rule as `compare`). This gives verdicts on shared, busy machines where two separate runs
+    cannot be compared. The candidate suite sets device, rounds, protocol and contention settings.
+
+    Exit codes as `compare`: 0 no regression, 1 a regression, 2 bad input, 3 device failure (and, with
+    --strict, an entry without a verdict).
+    """
+    from hwnat.bench.paired import compare_ab
+    from hwnat.bench.store import load_ab_result
+
+    if from_path is not None:
+        if baseline or candidate or out:
+            raise BadInputError("--from judges an existing A/B result: give no suites and no --out with it")
+        res = load_ab_result(from_path)
+    else:
+        if not (baseline and candidate and out):
+            raise BadInputError("bench ab: expected BASELINE and CANDIDATE suites and --out RESULT.json "
+                                "(or --from RESULT.json to judge an existing result)")
+        from hwnat.bench.run import run_ab
+        from hwnat.bench.suite import load_suite
+
+        base, cand = load_suite(baseline), load_suite(candidate)
+        n = len({e.name for e in base.suite.entries} & {e.name for e in cand.suite.entries})
+        progress, quiet = _measuring(f"bench ab {base.suite.name} vs {cand.suite.name}", n,
+                                     rounds or cand.suite.rounds, device or cand.suite.device)
+        with progress as step:
+            res = run_ab(base, cand, device=device, rounds=rounds, out=out, work_dir=work_dir, commit=commit,
+                         progress=step)
+        if not quiet:
+            err(f"wrote {out} ({res.wall_s:.1f} s)")
+    comp = compare_ab(res, threshold=threshold, alpha=alpha, metric=metric, clock=clock)
+    _judge(comp, candidate=Path(candidate or from_path), markdown_path=markdown_path, junit_path=junit_path,
+           strict=strict, allow_missing=allow_missing, as_json=as_json)
 
 
 @bench.group("baseline", epilog="\b\nExample:\n  hwnat bench baseline save result.json --dir baselines/\n"

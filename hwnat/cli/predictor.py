@@ -36,7 +36,9 @@ def predictor() -> None:
               help="Training CSV: an `arch` column and the --target column of measured ms.")
 @click.option("--target", required=True, help="Column of TRAIN.csv with the measured latency (ms).")
 @click.option("--library", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV of other devices: `arch` and one column of ms per device (few-shot transfer source).")
+              help="CSV of other devices: `arch` and one column of ms per device (few-shot transfer source); "
+                   "default: the library that ships for the space (`hwnat predictor library list`).")
+@click.option("--no-library", is_flag=True, help="Fit on the target's samples alone (no transfer).")
 @click.option("--table", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Latency table (LUT) of this device; default: latency_tables/<target>/<space>.json if it "
                    "exists.")
@@ -48,25 +50,30 @@ def predictor() -> None:
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Model file to write (JSON).")
 @json_option
-def fit(space, data, target, library, table, no_table, coverage, seed, threads, out, as_json) -> None:
+def fit(space, data, target, library, no_library, table, no_table, coverage, seed, threads, out, as_json) -> None:
     """Fit a latency predictor of one device and write it as one JSON file.
 
-    With --library, the other devices' latencies of the same architectures are the main features
-    (few-shot transfer: 10 measured samples are a supported case). A latency table of the device adds
+    The library (other devices' latencies of many architectures; by default the published dataset that
+    ships for the space, less the target's own column) gives the main features (few-shot transfer: 10
+    measured samples are a supported case). A latency table of the device adds
     the table sum and per-stage sums; cross-validation then picks residual-over-table or log-latency.
+    The library's models are fitted once and kept in ~/.cache/hwnat (or $HWNAT_CACHE) for the next fit.
 
     \b
     Example:
       hwnat predictor fit --space fbnet --data train.csv --target gold_6240 --out gold.json
     """
     from hwnat.latency.features import ArchFeatures
+    from hwnat.latency.library import fit_library, read_library
     from hwnat.latency.predictor import FitSettings, LatencyPredictor, read_latency_csv
     from hwnat.latency.table import LatencyTable, find_table
-    from hwnat.latency.transfer import Library
     from hwnat.spaces import get_space
 
+    if library is not None and no_library:
+        raise click.UsageError("--library and --no-library exclude each other")
     sp = get_space(space)
     archs, y, _ = read_latency_csv(data, [target], what="training data")
+    ArchFeatures(sp).genomes(archs, str(data))  # a bad arch fails here, before any library is fitted
     lut = None
     if not no_table:
         path = table or find_table(target, sp.name)
@@ -76,18 +83,12 @@ def fit(space, data, target, library, table, no_table, coverage, seed, threads, 
     elif table is not None:
         raise click.UsageError("--table and --no-table exclude each other")
     lib = None
-    if library is not None:
-        lib_archs, lib_ms, lib_cols = read_latency_csv(library, None, what="library")
-        if target in lib_cols:
-            err(f"library column {target!r} is the target device; it is left out of the library")
-            keep = [j for j, c in enumerate(lib_cols) if c != target]
-            lib_ms, lib_cols = lib_ms[:, keep], [lib_cols[j] for j in keep]
-            if not lib_cols:
-                raise click.UsageError(f"{library}: no library device besides the target {target!r}")
-        fx = ArchFeatures(sp)
-        Xl = fx.transform(fx.genomes(lib_archs, str(library)))
-        err(f"fitting library models of {len(lib_cols)} device(s) on {len(lib_archs)} archs")
-        lib = Library.fit(Xl, lib_ms, lib_cols, fx.names, nthread=threads, seed=seed)
+    if not no_library:
+        lib_data = read_library(sp.name, library, target=target)
+        err(f"library {lib_data.source}{' (shipped)' if library is None else ''}: "
+            f"{len(lib_data.devices)} device(s) on {len(lib_data.archs)} archs"
+            + (f"; left out: {', '.join(lib_data.left_out)} (the target)" if lib_data.left_out else ""))
+        lib = fit_library(sp, lib_data, nthread=threads, seed=seed)
     model = LatencyPredictor.fit(sp, archs, y[:, 0], target=target, library=lib, table=lut,
                                  settings=FitSettings(coverage=coverage, nthread=threads, seed=seed),
                                  source=str(data))
@@ -239,3 +240,34 @@ def suggest(space, library, k, pool, seed, out) -> None:
     idx = choose(embed, k, extra)
     write_atomic(Path(out), pd.DataFrame({"arch": [archs[i] for i in idx]}).to_csv(index=False).encode())
     err(f"wrote {out}: {k} archs to measure")
+
+
+@predictor.group(name="library")
+def library_group() -> None:
+    """Libraries of known devices (few-shot transfer sources) that ship with hwnat.
+
+    \b
+    Example:
+      hwnat predictor library list
+    """
+
+
+@library_group.command(name="list")
+@json_option
+def library_list(as_json) -> None:
+    """Show the libraries that ship: space, devices, rows, file (the default --library of `fit`).
+
+    \b
+    Example:
+      hwnat predictor library list --json
+    """
+    from hwnat.latency.library import shipped_libraries
+
+    libs = shipped_libraries()
+    if as_json:
+        echo_json([{"space": lib.space, "devices": list(lib.devices), "rows": lib.rows, "file": str(lib.file)}
+                   for lib in libs])
+        return
+    for lib in libs:
+        click.echo(f"{lib.space}\t{len(lib.devices)} devices\t{lib.rows} rows\t{lib.file}")
+        click.echo(f"\t{', '.join(lib.devices)}")

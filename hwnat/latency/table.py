@@ -97,14 +97,18 @@ class LatencyTable:
 
     # ---- lookups -------------------------------------------------------------------------------
     def slot_vector(self, space: SearchSpace, field_name: str = "median_ms") -> np.ndarray:
-        """Latency (ms) of every slot of ``space``; NaN where the table lacks the block, 0 for free slots."""
-        blocks = space.slot_blocks()
-        vec = np.zeros(len(blocks))
-        for i, b in enumerate(blocks):
-            if b is not None:
-                e = self.entries.get(b.key)
-                vec[i] = float(e[field_name]) if e is not None else np.nan
-        return vec
+        """Latency (ms) of every slot of ``space``; NaN where the table lacks the block, 0 for free slots.
+
+        Read from ``entries`` on every call (one dict access per distinct block of the space), so an entry
+        edited in place, added or removed is always seen; nothing is cached on the table.
+        """
+        keys, index = space.slot_keys()
+        vals = np.empty(len(keys) + 1)
+        vals[-1] = 0.0  # index -1: a free slot
+        for i, k in enumerate(keys):
+            e = self.entries.get(k)
+            vals[i] = float(e[field_name]) if e is not None else np.nan
+        return vals[index]
 
     def sum_many(self, space: SearchSpace, genomes: np.ndarray, field_name: str = "median_ms") -> np.ndarray:
         """Vectorised table sum (ms) of many genomes ``(n, g)``.
@@ -112,7 +116,7 @@ class LatencyTable:
         Raises:
             BadInputError: an architecture needs a block the table lacks (names one key and how many).
         """
-        vec = self._cached_vector(space, field_name)
+        vec = self.slot_vector(space, field_name)
         genomes = np.asarray(genomes)
         # chunks keep the (rows x slots) index matrix in cache: ~3x faster than one big gather
         out = np.concatenate([vec[space.slots(genomes[i:i + _CHUNK])].sum(axis=1)
@@ -128,20 +132,11 @@ class LatencyTable:
 
     def stage_sums(self, space: SearchSpace, genomes: np.ndarray, field_name: str = "median_ms") -> np.ndarray:
         """Per-slot-column latencies ``(n, m)`` (ms): the table sum split by position in the network."""
-        vec = self._cached_vector(space, field_name)
-        return vec[space.slots(genomes)]
+        return self.slot_vector(space, field_name)[space.slots(genomes)]
 
     def sum(self, space: SearchSpace, arch) -> float:
         """Table latency (ms) of one architecture."""
         return float(self.sum_many(space, space.encode(arch)[None, :])[0])
-
-    def _cached_vector(self, space: SearchSpace, field_name: str) -> np.ndarray:
-        key = (id(space), field_name, len(self.entries))
-        cache = self.__dict__.setdefault("_vec_cache", {})
-        if key not in cache:
-            cache.clear()
-            cache[key] = self.slot_vector(space, field_name)
-        return cache[key]
 
 
 def default_table_path(device: str, space: str) -> Path:

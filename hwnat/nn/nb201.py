@@ -10,7 +10,9 @@ Every op whose name is not ``none`` is built and run. ``hwnat.spaces.nasbench201
 ONNX export and runtimes would drop them anyway, and the space's FLOPs and block slots count the same
 network (``live_edges`` there holds the rule). A node
 with no incoming op is ``x * 0``, not a constant, so that an exporter's constant folding cannot remove the
-ops that consume it.
+ops that consume it. The element-wise work of a node (its ``Add`` operators, or the ``Mul`` of ``x * 0``)
+runs as separate operators in the exported graph; ``SumOfCopies`` and ``Zero`` time that work alone as
+blocks of the space.
 """
 
 from __future__ import annotations
@@ -52,6 +54,30 @@ def make_op(name: str, c: int) -> nn.Module | None:
     if name == "avg_pool_3x3":
         return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     raise ValueError(f"unknown NAS-Bench-201 op {name!r}")
+
+
+class SumOfCopies(nn.Module):
+    """``n`` copies of the input summed with ``n - 1`` element-wise adds: the work of a cell node that sums
+    ``n`` live inputs, timed alone (the input is read ``n`` times, as the node reads ``n`` tensors)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        if n < 2:
+            raise ValueError(f"a sum needs at least 2 inputs, got {n}")
+        self.n = int(n)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x + x
+        for _ in range(self.n - 2):
+            out = out + x
+        return out
+
+
+class Zero(nn.Module):
+    """``x * 0``: a cell node with no live input (kept as a ``Mul`` so export cannot fold it away)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 0.0
 
 
 class Cell(nn.Module):

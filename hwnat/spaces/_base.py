@@ -131,6 +131,18 @@ class SearchSpace(ABC):
         """Analytic number of parameters (weights, biases, BatchNorm affine)."""
 
     # ---- derived ------------------------------------------------------------------------------
+    def slot_keys(self) -> tuple[list[str], np.ndarray]:
+        """The distinct block keys of ``slot_blocks()`` and, per slot id, the index of its key in that list
+        (-1 for a free slot). Computed once per space object (a space's slots never change), so a table
+        lookup costs one dict access per distinct block, not one key formatting per slot."""
+        cached = self.__dict__.get("_slot_keys")
+        if cached is None:
+            keys: dict[str, int] = {}
+            index = np.array([-1 if b is None else keys.setdefault(b.key, len(keys)) for b in self.slot_blocks()],
+                             dtype=np.int64)
+            cached = self.__dict__["_slot_keys"] = (list(keys), index)
+        return cached
+
     def blocks(self, arch: Any) -> list[BlockSpec]:
         """The blocks whose latencies add up to the architecture's table latency, in network order."""
         table = self.slot_blocks()

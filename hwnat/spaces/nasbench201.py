@@ -5,14 +5,19 @@ CIFAR network, 5^6 = 15,625 architectures.
 Canonical string: ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (node 1, 2, 3; ``op~i`` is the op on edge
 ``i -> node``). Genome: 6 op indices into ``OPS`` in the edge order 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2.
 
-Latency structure (slots, network order): stem; 5 cells x 6 edges of stage 1 (32x32x16); reduction;
-stage 2 (16x16x32); reduction; stage 3 (8x8x64); head. An edge's slot is the block of its op at its
-stage's shape; ``none`` costs nothing (``None`` slot), and neither does a *dead* edge: one into node 1 or
-2 when that node cannot reach the cell output (node 2 is dead when edge 3<-2 is ``none``; node 1 when
-3<-1 is ``none`` and 2<-1 is ``none`` or node 2 is dead). ONNX export and every runtime drop such ops
-(their result is never used), so ``build`` leaves them out, and FLOPs, params and the block list count
-the network that runs. This differs from the NAS-Bench-201 API's FLOPs for the cells with dead edges,
-which count them. Ops fed by a node with no input (a zero tensor) do run and count.
+Latency structure (slots, network order): stem; 5 cells of stage 1 (32x32x16), each 6 edge slots then
+3 node slots; reduction; stage 2 (16x16x32); reduction; stage 3 (8x8x64); head. An edge's slot is the
+block of its op at its stage's shape; ``none`` costs nothing (``None`` slot), and neither does a *dead*
+edge: one into node 1 or 2 when that node cannot reach the cell output (node 2 is dead when edge 3<-2 is
+``none``; node 1 when 3<-1 is ``none`` and 2<-1 is ``none`` or node 2 is dead). ONNX export and every
+runtime drop such ops (their result is never used), so ``build`` leaves them out, and FLOPs, params and
+the block list count the network that runs. This differs from the NAS-Bench-201 API's FLOPs for the cells
+with dead edges, which count them. Ops fed by a node with no input (a zero tensor) do run and count.
+
+A node's slot is the element-wise work that joins its edges, which the exported graph runs as separate
+operators: ``nb201_add`` (``n:2`` or ``n:3`` live inputs summed: one or two ``Add``), ``nb201_zero``
+(a live node with no live input is ``x * 0``: one ``Mul``), or nothing (one input, or a dead node).
+These blocks cost no FLOPs (the FLOP convention counts convolutions and linear layers only).
 
 Example:
     >>> from hwnat.spaces import get_space
@@ -54,6 +59,10 @@ _VALID_OPS = ", ".join(OPS)
 _FORM = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2|"
 
 
+#: node slot kinds (``_cell_program``): 0 = nothing runs, 1 = ``x * 0``, 2/3 = a sum of 2/3 tensors (1/2 adds)
+NODE_FREE, NODE_ZERO = 0, 1
+
+
 def live_edges(genomes: np.ndarray) -> np.ndarray:
     """``(n, 6)`` bool: whether each edge's result can reach the cell output (genome order of ``EDGES``:
     1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2; op index 0 is ``none``). Edges into node 3 always can."""
@@ -65,6 +74,117 @@ def live_edges(genomes: np.ndarray) -> np.ndarray:
     out[:, 1] = node2
     out[:, 2] = node2
     return out
+
+
+def _cell_program(ops: tuple[int, ...]) -> tuple[list[bool], list[int]]:
+    """What the exported graph of one cell runs: per edge, whether its op is timed; per node, its kind.
+
+    The cell is evaluated symbolically, as the exporter and ONNX Runtime see it: a skip is its input
+    tensor; a pool is a function of its input alone, so two pools of one tensor are one operator (common
+    subexpression elimination); a conv has its own weights, so it is always distinct; a node sums its live
+    inputs left to right in edge order (``((a + b) + c)``: an add already computed elsewhere in the cell
+    is not run again), and a node without inputs is ``x * 0`` (one per cell at most, for the same reason).
+    Only what the cell output depends on runs. Skip edges come out as not run (no operator);
+    ``cell_programs`` keeps their block where the edge is live (the table times an empty model for them).
+    """
+    ids: dict[tuple, int] = {}  # expression (kind, operand ids...) -> id: equal expressions, equal ids
+
+    def expr(*key) -> int:
+        return ids.setdefault(key, len(ids))
+
+    x = expr("x")
+    nodes, operands = [x], {x: ()}
+    made: list[tuple[int, int, str]] = []  # (owner, expression id, kind); owner: edge e, or 5 + node j
+    for j in (1, 2, 3):
+        terms = []
+        for e, (to, frm) in enumerate(EDGES):
+            if to != j or ops[e] == 0:
+                continue
+            op, src = OPS[ops[e]], nodes[frm]
+            if op == "skip_connect":
+                t = src
+            else:
+                t = expr("pool", src) if op == "avg_pool_3x3" else expr("conv", e, src)
+                operands[t] = (src,)
+                made.append((e, t, "op"))
+            terms.append(t)
+        if not terms:
+            v = expr("mul0", x)
+            operands[v] = (x,)
+            made.append((5 + j, v, "mul0"))
+        else:
+            v = terms[0]
+            for t in terms[1:]:
+                a = expr("add", v, t)
+                operands[a] = (v, t)
+                made.append((5 + j, a, "add"))
+                v = a
+        nodes.append(v)
+    used: set[int] = set()
+    stack = [nodes[3]]
+    while stack:
+        ex = stack.pop()
+        if ex not in used:
+            used.add(ex)
+            stack += operands[ex]
+    run: set[int] = set()
+    kept, adds, zero = [False] * len(EDGES), [0, 0, 0], [False] * 3
+    for owner, ex, kind in made:
+        if ex not in used or ex in run:
+            continue
+        run.add(ex)
+        if kind == "op":
+            kept[owner] = True
+        elif kind == "mul0":
+            zero[owner - 6] = True
+        else:
+            adds[owner - 6] += 1
+    kinds = [NODE_ZERO if z else (a + 1 if a else NODE_FREE) for a, z in zip(adds, zero, strict=True)]
+    return kept, kinds
+
+
+class _Programs:
+    """``_cell_program`` of every cell genome, filled in on demand (all 15,625 take about half a second)."""
+
+    def __init__(self) -> None:
+        n = len(OPS) ** len(EDGES)
+        self.kept = np.zeros((n, len(EDGES)), dtype=bool)
+        self.kinds = np.zeros((n, 3), dtype=np.int64)
+        self.done = np.zeros(n, dtype=bool)
+
+    def get(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        idx = genome_index(genomes)
+        todo = np.unique(idx[~self.done[idx]])
+        if len(todo):
+            g = genomes_of(todo)
+            for i, ops in zip(todo.tolist(), g.tolist(), strict=True):
+                self.kept[i], self.kinds[i] = _cell_program(tuple(ops))
+            skip = g == OPS.index("skip_connect")
+            self.kept[todo] = np.where(skip, live_edges(g), self.kept[todo])
+            self.done[todo] = True
+        return self.kept[idx], self.kinds[idx]
+
+
+_PROGRAMS = _Programs()
+
+
+def cell_programs(genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the exported cell of each genome ``(n, 6)`` runs (``_cell_program``): the edge ops that run
+    ``(n, 6)`` bool (a skip: where the edge is live) and the node kinds ``(n, 3)``."""
+    return _PROGRAMS.get(np.asarray(genomes, dtype=np.int64))
+
+
+_PLACE = len(OPS) ** np.arange(len(EDGES) - 1, -1, -1)
+
+
+def genome_index(genomes: np.ndarray) -> np.ndarray:
+    """The genome ``(n, 6)`` read as a base-5 number: 0..15,624."""
+    return np.asarray(genomes, dtype=np.int64) @ _PLACE
+
+
+def genomes_of(index: np.ndarray) -> np.ndarray:
+    """Inverse of ``genome_index``."""
+    return (np.asarray(index, dtype=np.int64)[:, None] // _PLACE) % len(OPS)
 
 
 @dataclass(frozen=True)
@@ -105,7 +225,7 @@ def _block_cost(spec: BlockSpec) -> tuple[int, int]:
     if spec.op in ("nb201_nor_conv_1x1", "nb201_nor_conv_3x3"):
         k = spec.param("k")
         return _conv_flops(c, oc, k, oh, ow), c * oc * k * k + 2 * oc
-    if spec.op in ("nb201_skip_connect", "nb201_avg_pool_3x3"):
+    if spec.op in ("nb201_skip_connect", "nb201_avg_pool_3x3", "nb201_add", "nb201_zero"):
         return 0, 0
     if spec.op == "nb201_stem":
         return _conv_flops(c, oc, 3, oh, ow), c * oc * 9 + 2 * oc
@@ -118,7 +238,8 @@ def _block_cost(spec: BlockSpec) -> tuple[int, int]:
     raise BadInputError(f"nasbench201: unknown block op {spec.op!r}; expected one of: {', '.join(_BLOCK_OPS)}")
 
 
-_BLOCK_OPS = ("nb201_stem", "nb201_resblock", "nb201_head") + tuple(f"nb201_{op}" for op in OPS[1:])
+_BLOCK_OPS = (("nb201_stem", "nb201_resblock", "nb201_head") + tuple(f"nb201_{op}" for op in OPS[1:])
+              + ("nb201_add", "nb201_zero"))
 
 
 @register_space("nasbench201")
@@ -136,7 +257,7 @@ class NASBench201Space(SearchSpace):
         if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
             raise BadInputError(f"nasbench201: num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = int(num_classes)
-        self._slot_blocks, self._fixed, self._op_slot = self._make_slots()
+        self._slot_blocks, self._fixed, self._op_slot, self._node_slot = self._make_slots()
         costs = np.array([_block_cost(b) if b is not None else (0, 0) for b in self._slot_blocks],
                          dtype=np.float64).reshape(-1, 2)
         self._slot_flops, self._slot_params = costs[:, 0], costs[:, 1]
@@ -221,8 +342,9 @@ class NASBench201Space(SearchSpace):
         return g
 
     # ---- latency structure --------------------------------------------------------------------
-    def _make_slots(self) -> tuple[list[BlockSpec | None], np.ndarray, np.ndarray]:
-        """Slot table: id 0 = ``None``; then stem, reductions, head; then one block per (stage, op)."""
+    def _make_slots(self) -> tuple[list[BlockSpec | None], np.ndarray, np.ndarray, np.ndarray]:
+        """Slot table: id 0 = ``None``; then stem, reductions, head; then one block per (stage, op); then
+        per stage the node blocks (``x * 0``, sum of 2, sum of 3)."""
         table: list[BlockSpec | None] = [None]
         c0, h0 = STAGES[0]
         table.append(BlockSpec.make("nb201_stem", (3, RESOLUTION, RESOLUTION), (c0, h0, h0), k=3, s=1))
@@ -243,7 +365,15 @@ class NASBench201Space(SearchSpace):
                     spec = BlockSpec.make("nb201_" + op, shape, shape, k=3 if op.endswith("3x3") else 1, s=1)
                 op_slot[s, o] = len(table)
                 table.append(spec)
-        return table, fixed, op_slot
+        node_slot = np.zeros((len(STAGES), 4), dtype=np.int64)  # by node kind; NODE_FREE stays slot 0
+        for s, (c, h) in enumerate(STAGES):
+            shape = (c, h, h)
+            node_slot[s, NODE_ZERO] = len(table)
+            table.append(BlockSpec.make("nb201_zero", shape, shape))
+            for n in (2, 3):
+                node_slot[s, n] = len(table)
+                table.append(BlockSpec.make("nb201_add", shape, shape, n=n))
+        return table, fixed, op_slot, node_slot
 
     def slot_blocks(self) -> list[BlockSpec | None]:
         return self._slot_blocks
@@ -254,29 +384,49 @@ class NASBench201Space(SearchSpace):
         return np.where(live_edges(g), g, 0)
 
     def slots(self, genomes: np.ndarray) -> np.ndarray:
-        """Genomes ``(n, 6)`` -> slot ids ``(n, 94)``: stem, 30 edge slots per stage, reductions, head."""
-        g = self.live_genomes(genomes)
-        stage, edge, fixed = self._column_map
-        return np.where(fixed > 0, fixed, self._op_slot[stage, g[:, edge]])
+        """Genomes ``(n, 6)`` -> slot ids ``(n, 139)``: stem; per stage 5 cells of 6 edge slots and 3 node
+        slots; reductions between stages; head. An edge slot is empty where its op does not run (``none``,
+        a dead edge, or a pool computed already by another edge: ``cell_programs``). Rows are computed
+        once per cell genome and then looked up (there are 15,625)."""
+        idx = genome_index(self._check_genomes(genomes))
+        todo = np.unique(idx[~self._rows_done[idx]])
+        if len(todo):
+            g = genomes_of(todo)
+            kept, kinds = cell_programs(g)
+            g = np.where(kept, g, 0)
+            stage, edge, node, fixed = self._column_map
+            ids = np.where(fixed > 0, fixed, self._op_slot[stage, g[:, edge]])
+            self._rows[todo] = np.where(node >= 0, self._node_slot[stage, kinds[:, np.maximum(node, 0)]], ids)
+            self._rows_done[todo] = True
+        return self._rows[idx].astype(np.int64)
 
     @cached_property
-    def _column_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per slot column: its stage, its edge (genome position) and, for fixed blocks, their slot id."""
+    def _rows(self) -> np.ndarray:
+        return np.zeros((len(OPS) ** len(EDGES), len(self._column_map[0])), dtype=np.int32)
+
+    @cached_property
+    def _rows_done(self) -> np.ndarray:
+        return np.zeros(len(OPS) ** len(EDGES), dtype=bool)
+
+    @cached_property
+    def _column_map(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per slot column: its stage, its edge (genome position), its node (0..2 for node columns, -1
+        otherwise) and, for fixed blocks, their slot id."""
         stem, *reds, head = self._fixed
-        stage, edge, fixed = [0], [0], [stem]
+        stage, edge, node, fixed = [0], [0], [-1], [stem]
         for s in range(len(STAGES)):
             if s:
-                stage, edge, fixed = stage + [s], edge + [0], fixed + [reds[s - 1]]
+                stage, edge, node, fixed = stage + [s], edge + [0], node + [-1], fixed + [reds[s - 1]]
             for _ in range(CELLS_PER_STAGE):
-                stage += [s] * len(EDGES)
-                edge += list(range(len(EDGES)))
-                fixed += [0] * len(EDGES)
-        stage, edge, fixed = stage + [0], edge + [0], fixed + [head]
-        return (np.array(stage, dtype=np.int64), np.array(edge, dtype=np.int64),
-                np.array(fixed, dtype=np.int64))
+                stage += [s] * (len(EDGES) + 3)
+                edge += list(range(len(EDGES))) + [0] * 3
+                node += [-1] * len(EDGES) + [0, 1, 2]
+                fixed += [0] * (len(EDGES) + 3)
+        stage, edge, node, fixed = stage + [0], edge + [0], node + [-1], fixed + [head]
+        return tuple(np.array(v, dtype=np.int64) for v in (stage, edge, node, fixed))
 
     def all_blocks(self, resolution: int | Iterable[int] | None = None, **restrict: Any) -> list[BlockSpec]:
-        """Every unique block (16). ``resolution`` is accepted for symmetry with other spaces; only 32 exists.
+        """Every unique block (25). ``resolution`` is accepted for symmetry with other spaces; only 32 exists.
 
         Raises:
             BadInputError: a resolution other than 32, or an unknown restriction.
@@ -315,10 +465,15 @@ class NASBench201Space(SearchSpace):
             m = nb201.ResidualReduction(c, oc)
         elif op == "nb201_head":
             m = nb201.Head(c, oc)
-        elif op.startswith("nb201_") and op[6:] in OPS[1:]:
+        elif op in _BLOCK_OPS:  # an edge op or a node's element-wise work
             if spec.in_shape != spec.out_shape:
                 raise BadInputError(f"nasbench201: block {spec.key}: a cell op keeps its shape")
-            m = nb201.make_op(op[6:], c)
+            if op == "nb201_add":
+                m = nb201.SumOfCopies(spec.param("n"))
+            elif op == "nb201_zero":
+                m = nb201.Zero()
+            else:
+                m = nb201.make_op(op[6:], c)
         else:
             raise BadInputError(f"nasbench201: unknown block op {op!r}; expected one of: {', '.join(_BLOCK_OPS)}")
         return m.eval()
