@@ -170,3 +170,61 @@ def test_fusion_block_with_several_inputs_exports_and_checks(space, tmp_path):
     assert [tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in onnx.load(str(path)).graph.input] \
         == list(shapes)
     check_onnx(m, path, shapes)
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_multi_input_block_is_timed_by_the_local_runtimes(space, tmp_path, runtime):
+    from hwnat.devices.device import open_device
+    from hwnat.devices.spec import load_device
+    from hwnat.latency.profiler import measure_module
+
+    y = tmp_path / "d.yaml"
+    y.write_text(f"name: d\ntransport: {{kind: local}}\nruntime: {{kind: {runtime}, threads: 1}}\n"
+                 "measure: {warmup_s: 0.0, warmup_runs: 1, rounds: 2, runs: 3,\n"
+                 "          unstable_tolerance: 5.0, max_remeasure: 0}\n")
+    b = space.fusion_block(0, 2, tuple(space.candidates(0, 2)[:2]))
+    with open_device(load_device(str(y))) as dev:
+        m = measure_module(dev, space.build_block(b), b.batch_input(), tmp_path, "fusion")
+        assert m.median_ms > 0 and sum(len(r) for r in m.rounds_ms) == 6
+        if runtime == "onnxruntime":  # one shape for a three-input model file: a clear device error
+            from hwnat.errors import DeviceError
+            from hwnat.export import export_onnx
+
+            path = export_onnx(space.build_block(b), b.batch_input(), tmp_path / "f.onnx")
+            with pytest.raises(DeviceError, match="takes 3 input"):
+                dev.measure(str(path), (1, *b.in_shape))
+
+
+def test_profile_cli_profiles_the_mtl_space_on_cpu(tmp_path):
+    """``hwnat profile --space mtl-vgg --device cpu`` works like for every space: every block, the
+    fusion ops with their several inputs included, plus end-to-end subnets compared with table sums."""
+    from _hw import fast_device, run_cli
+
+    from hwnat.latency.table import LatencyTable
+
+    dev = fast_device(tmp_path)
+    out = tmp_path / "mtl.json"
+    r = run_cli(["-q", "profile", "--device", dev, "--space", "mtl-vgg", "--out", out, "--subnets", "2"])
+    assert r.exit_code == 0, r.output
+    assert "table sum vs measured (2 subnets)" in r.stdout
+    sp = get_space("mtl-vgg")
+    t = LatencyTable.load(out, space="mtl-vgg", device="cpu")
+    assert set(t.entries) == {b.key for b in sp.all_blocks()}
+    assert any("+" in k for k in t.entries)  # multi-input fusion blocks were measured
+    g = sp.encode_many([sp.parse("none"), sp.parse("all")])
+    lo, hi = t.sum_many(sp, g)
+    assert 0 < lo < hi
+
+
+@pytest.mark.ssh
+def test_multi_input_block_through_the_remote_agent(sshd_device, tmp_path):
+    """A fusion block's several inputs travel through the ssh device and the agent's request."""
+    from hwnat.devices.device import open_device
+    from hwnat.latency.profiler import measure_module
+
+    sp = get_space("mtl-vgg", **TINY)
+    b = sp.fusion_block(1, 1, tuple(sp.candidates(1, 1)))
+    assert len(b.in_shapes) == 3
+    with open_device(str(sshd_device)) as dev:
+        m = measure_module(dev, sp.build_block(b), b.batch_input(), tmp_path, "fusion")
+    assert m.median_ms > 0 and m.rounds_ms

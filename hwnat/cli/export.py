@@ -49,7 +49,7 @@ def export(space, arch, fmt, block, out, no_check):
         if not 0 <= block < len(blocks):
             raise BadInputError(f"--block {block}: this architecture has blocks 0..{len(blocks) - 1}")
         b = blocks[block]
-        module, shape, what = sp.build_block(b), (1, *b.in_shape), b.key
+        module, shape, what = sp.build_block(b), b.batch_input(), b.key
     exporter.export(module, shape, out)
     msg = f"{out}: {what}, {fmt}, input {list(shape)}"
     if not no_check:
