@@ -149,7 +149,9 @@ class TorchRuntime(Runtime):
 
 
 def _cuda_loaded(torch, module, xs, call, s: TorchSettings, info: dict) -> Loaded:
-    """A ``Loaded`` for a module on a CUDA device: launch (or graph replay) timed with CUDA events."""
+    """A ``Loaded`` for a module on a CUDA device: launch (or graph replay) timed with CUDA events.
+    ``xs``: the input tensor, or a tuple of them for a module with several inputs."""
+    xs = xs if isinstance(xs, tuple) else (xs,)
     run = call
     if s.cuda_graphs:
         # capture needs a few eager iterations first, on a side stream, so that lazy initialisation
