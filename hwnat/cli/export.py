@@ -51,7 +51,8 @@ def export(space, arch, fmt, block, out, no_check):
         b = blocks[block]
         module, shape, what = sp.build_block(b), b.batch_input(), b.key
     exporter.export(module, shape, out)
-    msg = f"{out}: {what}, {fmt}, input {list(shape)}"
+    shown = [list(s) for s in shape] if isinstance(shape[0], tuple) else list(shape)  # several inputs: a list each
+    msg = f"{out}: {what}, {fmt}, input {shown}"
     if not no_check:
         try:
             diff = exporter.check(module, out, shape)

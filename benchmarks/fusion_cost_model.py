@@ -1,0 +1,135 @@
+"""How well the per-edge cost model of ``hwnat.mtl.prune`` predicts the measured latency of pruned MTL
+networks on a device (default ``cpu``: this machine, ONNX Runtime, one thread).
+
+Profiles the ``mtl-vgg`` space's blocks into a table, then measures end to end (export to ONNX + the
+device's protocol) the network with no edge, with every edge, random edge sets of every density and the
+knapsack choices at budgets spread between the two, and compares three predictions with the measurements:
+
+* ``linear``: ``base_ms + sum(cost_ms[kept])`` from ``edge_costs_ms`` (what the search's expected-latency
+  term and the knapsack use);
+* ``table``: the exact table sum (each layer's fusion op with exactly its kept sources);
+* ``anchored``: the linear model anchored to the two measured end points (no-edge and all-edge networks):
+  ``measured_none + sum(cost_ms[kept]) * (measured_all - measured_none) / sum(cost_ms)``.
+
+Each network is measured ``--repeats`` times, interleaved, and the least median is kept (on a shared
+machine load only adds time). Also reports the time pruning saves: each pruned network vs the all-edges network with the dropped edges
+only masked (gates 0: it runs every fusion op at full width, as the released MTL-NAS code does).
+
+Usage:
+    PYTHONPATH=. python benchmarks/fusion_cost_model.py [--device cpu] [--widths 16 32 32 64] [--random 10]
+
+Writes ``benchmarks/results/fusion_cost_model[_TAG].json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--widths", type=int, nargs="+", default=None)
+    ap.add_argument("--resolution", type=int, default=28)
+    ap.add_argument("--random", type=int, default=10, help="random edge sets to measure")
+    ap.add_argument("--budgets", type=int, default=5, help="knapsack budgets between no-edge and all-edge")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved measurements of each network")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+
+    import torch
+
+    from hwnat.devices.device import open_device
+    from hwnat.export import export_onnx
+    from hwnat.latency.profiler import profile_blocks
+    from hwnat.mtl.prune import edge_costs_ms, knapsack
+    from hwnat.spaces import get_space
+
+    torch.set_num_threads(1)
+    opts = {"resolution": args.resolution}
+    if args.widths:
+        opts["widths"] = tuple(args.widths)
+    sp = get_space("mtl-vgg", **opts)
+    rng = np.random.default_rng(args.seed)
+    out = Path(__file__).parent / "results" / f"fusion_cost_model{'_' + args.tag if args.tag else ''}.json"
+    t0, load0 = time.time(), list(os.getloadavg())
+    with open_device(args.device) as dev, tempfile.TemporaryDirectory() as tmp:
+        table = profile_blocks(sp, dev, sp.all_blocks(), Path(tmp) / "table.json")
+        base, cost = edge_costs_ms(sp, table)
+        n = len(sp.edges())
+        sets = {"none": np.zeros(n, bool), "all": np.ones(n, bool)}
+        for r in range(args.random):
+            sets[f"random{r}"] = rng.random(n) < rng.uniform(0.1, 0.9)
+        # knapsack picks at budgets between the end points, with costs anchored to a first measurement of them
+        files = {name: export_onnx(sp.build(sp.decode(k.astype(np.int64))), sp.input_shape(), Path(tmp) / f"{name}.onnx")
+                 for name, k in sets.items()}
+        lo0, hi0 = (dev.measure(str(files[k]), sp.input_shape()).median_ms for k in ("none", "all"))
+        scale0 = (hi0 - lo0) / float(cost.sum())
+        gates = rng.random(n)  # stand-in gate values for the knapsack's objective
+        budgets = {}
+        for k in range(args.budgets):
+            budget = lo0 + (hi0 - lo0) * (k + 1) / (args.budgets + 1)
+            sets[f"budget{k}"] = knapsack(gates, cost * scale0, budget - lo0)
+            budgets[f"budget{k}"] = budget
+            files[f"budget{k}"] = export_onnx(sp.build(sp.decode(sets[f"budget{k}"].astype(np.int64))),
+                                              sp.input_shape(), Path(tmp) / f"budget{k}.onnx")
+        # every network measured --repeats times, interleaved; the least median is kept (on a shared machine,
+        # load only ever adds time)
+        meds = {name: [] for name in sets}
+        for _ in range(args.repeats):
+            for name in sets:
+                meds[name].append(dev.measure(str(files[name]), sp.input_shape()).median_ms)
+        fp = dev.fingerprint()
+    rows = []
+    for name, kept in sets.items():
+        a = sp.decode(kept.astype(np.int64))
+        row = {"name": name, "edges": int(kept.sum()), "arch": sp.format(a), "measured_ms": min(meds[name]),
+               "repeat_medians_ms": meds[name], "linear_ms": base + float(cost[kept].sum()),
+               "table_ms": table.sum(sp, a), "flops_m": sp.flops(a) / 1e6}
+        if name in budgets:
+            row["budget_ms"] = budgets[name]
+        rows.append(row)
+    lo, hi = min(meds["none"]), min(meds["all"])
+    scale = (hi - lo) / float(cost.sum()) if cost.sum() > 0 else 0.0
+    for r in rows:  # the time pruning saves against the masked network (all edges run, gates 0)
+        r["saving_vs_masked_pct"] = 100.0 * (1 - r["measured_ms"] / hi)
+    drift = {"none_repeats_ms": meds["none"], "all_repeats_ms": meds["all"],
+             "loadavg_end": list(os.getloadavg())}
+    for r in rows:
+        kept = sp.encode(sp.parse(r["arch"])).astype(bool)
+        r["anchored_ms"] = lo + float(cost[kept].sum()) * scale
+        for m in ("linear", "table", "anchored"):
+            r[f"{m}_err_pct"] = 100.0 * (r[f"{m}_ms"] / r["measured_ms"] - 1)
+    inner = [r for r in rows if r["name"] not in ("none", "all")]
+    summary = {m: {"mape_pct": float(np.mean([abs(r[f"{m}_err_pct"]) for r in inner])),
+                   "max_abs_err_pct": float(np.max([abs(r[f"{m}_err_pct"]) for r in inner])),
+                   "within_10pct": float(np.mean([abs(r[f"{m}_err_pct"]) <= 10 for r in inner]))}
+               for m in ("linear", "table", "anchored")}
+    res = {"space_options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+           "device": args.device, "base_ms": base, "edge_cost_ms": cost.tolist(),
+           "edges": [str(e) for e in sp.edges()], "measured_none_ms": lo, "measured_all_ms": hi,
+           "repeats": args.repeats, "drift": drift, "loadavg_start": load0, "rows": rows, "summary": summary, "wall_s": round(time.time() - t0, 1),
+           "fingerprint": {k: fp.get(k) for k in ("cpu_model", "logical_cores", "runtime", "runtime_version",
+                                                  "threads")}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=1))
+    print(f"{'net':10} {'edges':>5} {'meas ms':>8} {'linear':>8} {'table':>8} {'anchor':>8}  err% lin/tab/anc")
+    for r in rows:
+        print(f"{r['name']:10} {r['edges']:5d} {r['measured_ms']:8.4f} {r['linear_ms']:8.4f} {r['table_ms']:8.4f} "
+              f"{r['anchored_ms']:8.4f}  {r['linear_err_pct']:+6.1f} {r['table_err_pct']:+6.1f} "
+              f"{r['anchored_err_pct']:+6.1f}")
+    print("summary (pruned/random nets):", json.dumps(summary))
+    print("end points over repeats:", drift, "| masked (all edges, gates 0) measured", f"{hi:.4f} ms")
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
