@@ -42,6 +42,10 @@ def main() -> None:
     ap.add_argument("--budgets", type=int, default=5, help="knapsack budgets between no-edge and all-edge")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved measurements of each network")
+    ap.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                    help="wall: the device's protocol (host clock); thread: ONNX Runtime in this process, one "
+                         "thread, timed by the thread's CPU time (time spent descheduled by other load excluded)")
+    ap.add_argument("--runs", type=int, default=200, help="--clock thread: timed runs per median")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
 
@@ -49,7 +53,6 @@ def main() -> None:
 
     from hwnat.devices.device import open_device
     from hwnat.export import export_onnx
-    from hwnat.latency.profiler import profile_blocks
     from hwnat.mtl.prune import edge_costs_ms, knapsack
     from hwnat.spaces import get_space
 
@@ -62,16 +65,35 @@ def main() -> None:
     out = Path(__file__).parent / "results" / f"fusion_cost_model{'_' + args.tag if args.tag else ''}.json"
     t0, load0 = time.time(), list(os.getloadavg())
     with open_device(args.device) as dev, tempfile.TemporaryDirectory() as tmp:
-        table = profile_blocks(sp, dev, sp.all_blocks(), Path(tmp) / "table.json")
-        base, cost = edge_costs_ms(sp, table)
+        if args.clock == "thread":
+            def time_ms(path, shape) -> float:
+                return thread_time_ms(path, shape, args.runs)
+        else:
+            def time_ms(path, shape) -> float:
+                return dev.measure(str(path), shape).median_ms
+
+        def table_of_blocks() -> dict[str, float]:
+            lut = {}
+            for b in sp.all_blocks():
+                f = export_onnx(sp.build_block(b), b.batch_input(), Path(tmp) / "block.onnx")
+                lut[b.key] = time_ms(f, b.batch_input())
+            return lut
+
+        # the table twice, least of the two per block (load only adds time)
+        lut = {k: min(a, b) for (k, a), b in zip(table_of_blocks().items(), table_of_blocks().values(),
+                                                  strict=True)}
+        base, cost = edge_costs_ms(sp, lut)
         n = len(sp.edges())
         sets = {"none": np.zeros(n, bool), "all": np.ones(n, bool)}
         for r in range(args.random):
             sets[f"random{r}"] = rng.random(n) < rng.uniform(0.1, 0.9)
+
+        def export(name, kept):
+            return export_onnx(sp.build(sp.decode(kept.astype(np.int64))), sp.input_shape(), Path(tmp) / f"{name}.onnx")
+
+        files = {name: export(name, k) for name, k in sets.items()}
         # knapsack picks at budgets between the end points, with costs anchored to a first measurement of them
-        files = {name: export_onnx(sp.build(sp.decode(k.astype(np.int64))), sp.input_shape(), Path(tmp) / f"{name}.onnx")
-                 for name, k in sets.items()}
-        lo0, hi0 = (dev.measure(str(files[k]), sp.input_shape()).median_ms for k in ("none", "all"))
+        lo0, hi0 = (time_ms(files[k], sp.input_shape()) for k in ("none", "all"))
         scale0 = (hi0 - lo0) / float(cost.sum())
         gates = rng.random(n)  # stand-in gate values for the knapsack's objective
         budgets = {}
@@ -79,21 +101,19 @@ def main() -> None:
             budget = lo0 + (hi0 - lo0) * (k + 1) / (args.budgets + 1)
             sets[f"budget{k}"] = knapsack(gates, cost * scale0, budget - lo0)
             budgets[f"budget{k}"] = budget
-            files[f"budget{k}"] = export_onnx(sp.build(sp.decode(sets[f"budget{k}"].astype(np.int64))),
-                                              sp.input_shape(), Path(tmp) / f"budget{k}.onnx")
-        # every network measured --repeats times, interleaved; the least median is kept (on a shared machine,
-        # load only ever adds time)
+            files[f"budget{k}"] = export(f"budget{k}", sets[f"budget{k}"])
+        # every network measured --repeats times, interleaved; the least median is kept
         meds = {name: [] for name in sets}
         for _ in range(args.repeats):
             for name in sets:
-                meds[name].append(dev.measure(str(files[name]), sp.input_shape()).median_ms)
+                meds[name].append(time_ms(files[name], sp.input_shape()))
         fp = dev.fingerprint()
     rows = []
     for name, kept in sets.items():
         a = sp.decode(kept.astype(np.int64))
         row = {"name": name, "edges": int(kept.sum()), "arch": sp.format(a), "measured_ms": min(meds[name]),
                "repeat_medians_ms": meds[name], "linear_ms": base + float(cost[kept].sum()),
-               "table_ms": table.sum(sp, a), "flops_m": sp.flops(a) / 1e6}
+               "table_ms": float(sum(lut[b.key] for b in sp.blocks(a))), "flops_m": sp.flops(a) / 1e6}
         if name in budgets:
             row["budget_ms"] = budgets[name]
         rows.append(row)
@@ -116,7 +136,7 @@ def main() -> None:
     res = {"space_options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
            "device": args.device, "base_ms": base, "edge_cost_ms": cost.tolist(),
            "edges": [str(e) for e in sp.edges()], "measured_none_ms": lo, "measured_all_ms": hi,
-           "repeats": args.repeats, "drift": drift, "loadavg_start": load0, "rows": rows, "summary": summary, "wall_s": round(time.time() - t0, 1),
+           "clock": args.clock, "repeats": args.repeats, "drift": drift, "loadavg_start": load0, "rows": rows, "summary": summary, "wall_s": round(time.time() - t0, 1),
            "fingerprint": {k: fp.get(k) for k in ("cpu_model", "logical_cores", "runtime", "runtime_version",
                                                   "threads")}}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +149,32 @@ def main() -> None:
     print("summary (pruned/random nets):", json.dumps(summary))
     print("end points over repeats:", drift, "| masked (all edges, gates 0) measured", f"{hi:.4f} ms")
     print(f"-> {out}")
+
+
+def thread_time_ms(path, shape, runs: int) -> float:
+    """Median CPU time (ms) of the calling thread per ONNX Runtime run (one intra-op thread, sequential:
+    the graph runs on this thread), after a warm-up. Unlike the host clock it does not count time the
+    process waits for a core, so it is usable on a loaded machine; it still sees cache interference."""
+    import onnxruntime as ort
+
+    from hwnat._shapes import as_shapes
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feed = {i.name: rng.standard_normal(s).astype(np.float32) for i, s in zip(sess.get_inputs(), as_shapes(shape),
+                                                                            strict=True)}
+    for _ in range(max(3, runs // 10)):
+        sess.run(None, feed)
+    samples = []
+    for _ in range(runs):
+        a = time.thread_time_ns()
+        sess.run(None, feed)
+        samples.append((time.thread_time_ns() - a) / 1e6)
+    return float(np.median(samples))
 
 
 if __name__ == "__main__":
