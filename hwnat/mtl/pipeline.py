@@ -14,7 +14,8 @@ sum(cost[kept]) / sum(cost)``; the table decides how the fusion time splits over
 measured networks fix the scale. The raw table prediction is reported next to it (``table_ms``).
 
 Output directory (resumable: trainings checkpoint every epoch under ``checkpoints/``; end-to-end
-latencies measured once are kept in ``latency.json``): ``task.json`` (data recipe and splits),
+latencies measured once are kept in ``latency.json``; each network is timed 3 times and the least median
+kept, as load on a shared machine only adds time): ``task.json`` (data recipe and splits),
 ``searched.pt``, ``edges.json``, ``pruned.pt`` + ``pruned.onnx`` (with a budget), ``report.json``,
 ``report.md``, ``accuracy_vs_latency.png``, ``gates.png``.
 """
@@ -42,6 +43,8 @@ SPACE = "mtl-vgg"
 SEARCHED_KIND = "hwnat-mtl-searched"
 #: fraction points of the budget sweep between the no-fusion and the all-edges latency
 SWEEP = (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)
+#: end-to-end measurements of each network (the least median is kept)
+REPEATS = 3
 #: default epochs (full) and with --quick
 EPOCHS, QUICK_EPOCHS = 4, 2
 
@@ -104,10 +107,14 @@ def ensure_table(space, device, table_path=None, progress: Progress | None = Non
 
 class Timer:
     """End-to-end measurements of whole networks on one device, kept in ``latency.json`` (resume reuses
-    them, so a resumed search sees the same calibrated costs)."""
+    them, so a resumed search sees the same calibrated costs).
 
-    def __init__(self, device, out: Path):
-        self.device, self.path = device, out / "latency.json"
+    Each network is timed ``repeats`` times with the device's protocol and the run with the least median
+    is kept: on a shared machine other load only ever adds time.
+    """
+
+    def __init__(self, device, out: Path, repeats: int = REPEATS):
+        self.device, self.path, self.repeats = device, out / "latency.json", max(int(repeats), 1)
         self.cache: dict = {}
         if self.path.exists():
             try:
@@ -124,15 +131,18 @@ class Timer:
 
         if name in self.cache and not fresh and keep is None:
             return self.cache[name]
-        if keep is not None and self.device.model_format == "onnx":
-            export_onnx(module, input_shape, keep)
-            m = self.device.measure(str(keep), tuple(input_shape))
-        else:
+        with tempfile.TemporaryDirectory(prefix="hwnat-mtl-") as tmp:
             if keep is not None:
                 export_onnx(module, input_shape, keep)
-            with tempfile.TemporaryDirectory(prefix="hwnat-mtl-") as tmp:
-                m = measure_module(self.device, module, input_shape, Path(tmp), "net")
+            if self.device.model_format == "onnx":
+                path = keep or export_onnx(module, input_shape, Path(tmp) / "net.onnx")
+                runs = [self.device.measure(str(path), tuple(input_shape)) for _ in range(self.repeats)]
+            else:
+                runs = [measure_module(self.device, module, input_shape, Path(tmp), "net")
+                        for _ in range(self.repeats)]
+        m = min(runs, key=lambda r: r.median_ms)
         entry = {k: float(v) for k, v in m.summary().items() if isinstance(v, (int, float))}
+        entry["repeat_medians_ms"] = [float(r.median_ms) for r in runs]
         self.cache[name] = entry
         write_json(self.path, {"device": self.device.name, "networks": self.cache})
         return entry
@@ -170,14 +180,16 @@ def anchor(space, dev, out: Path, table, budget_ms: float | None, progress: Prog
 
 
 def choose_edges(gates: np.ndarray, costs: Costs, budget_ms: float) -> np.ndarray:
-    """Kept edges at a budget: the exact knapsack over the edges the search kept (gate >= 0.5), value =
-    gate, cost = predicted marginal ms, capacity = ``budget_ms - base_ms``."""
+    """Kept edges at a budget: the exact knapsack over the edges the search kept (gate >= 0.5; the others
+    were trained towards 0 and never come back), value = gate, cost = predicted marginal ms, capacity =
+    ``budget_ms - base_ms``."""
     from hwnat.mtl.prune import knapsack
 
-    searched = gates >= 0.5
-    values = np.where(searched, gates, 0.0)
-    kept = np.asarray(knapsack(values, costs.cost_ms, budget_ms - costs.base_ms), dtype=bool)
-    return kept & searched
+    searched = np.flatnonzero(gates >= 0.5)
+    kept = np.zeros(len(gates), dtype=bool)
+    if len(searched):
+        kept[searched] = knapsack(gates[searched], costs.cost_ms[searched], budget_ms - costs.base_ms)
+    return kept
 
 
 def _load_net(space, state_dict):
