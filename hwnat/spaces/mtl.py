@@ -17,10 +17,10 @@ of the genome (``"0110..."``).
 Latency structure (slots, network order): for each layer, every task's conv block, then every task's
 fusion block; then every task's head. A fusion slot's block is the fusion op with exactly the kept
 sources of that (task, layer) (``mtl_fusion``, several inputs: ``in_shapes`` = own, then each source at its
-own size, pooled inside the block), so a table sum is exact per layer. ``all_blocks()`` holds the fusion
-op for every subset of a layer's candidate sources (22 for the default space). Per-edge marginal costs
-(``hwnat.mtl.prune.edge_costs_ms``) are read from the same table: the fusion op with the edge's source
-alone minus the op with no source.
+own size, pooled inside the block), so a table sum is exact per layer. ``all_blocks()`` holds the fusion op
+for every subset of a layer's candidate sources (19 unique blocks in the default space, 14 of them fusion
+ops). Per-edge marginal costs (``hwnat.mtl.prune.edge_costs_ms``) are read from the same table: the
+fusion op with the edge's source alone minus the op with no source.
 
 Example:
     >>> from hwnat.spaces import get_space
@@ -276,7 +276,7 @@ class MTLVGGSpace(SearchSpace):
                     table.append(BlockSpec.make("mtl_fusion", [self.shapes[i], *srcs], self.shapes[i]))
         self._slot_blocks = table
         # fixed part of the slot row (fusion columns hold their offset and get the subset added)
-        fixed, weights = [], np.zeros((len(self._edges), 0), dtype=np.int64)
+        fixed: list[int] = []
         cols = []
         for i in range(self.layers):
             fixed += [conv_slot[i]] * self.tasks
