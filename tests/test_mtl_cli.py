@@ -11,17 +11,9 @@ import onnxruntime as ort
 import pytest
 import torch
 from _hw import fast_device, one_line_error, run_cli
-from test_mtl_search import tiny_npz
+from test_mtl_search import one_thread, tiny_npz  # noqa: F401  (one_thread: an autouse fixture)
 
 from hwnat.mtl.search import load_checkpoint, save_checkpoint
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
