@@ -228,3 +228,16 @@ def test_multi_input_block_through_the_remote_agent(sshd_device, tmp_path):
     with open_device(str(sshd_device)) as dev:
         m = measure_module(dev, sp.build_block(b), b.batch_input(), tmp_path, "fusion")
     assert m.median_ms > 0 and m.rounds_ms
+
+
+def test_one_shape_or_several_is_read_alike_by_host_and_agent():
+    from hwnat._shapes import as_shapes, one_or_many
+    from hwnat.devices.agent.agent_main import input_shapes
+
+    assert as_shapes((1, 3, 8, 8)) == ((1, 3, 8, 8),) and one_or_many(as_shapes((1, 3, 8, 8))) == (1, 3, 8, 8)
+    two = [[1, 16, 8, 8], (1, 32, 16, 16)]
+    assert as_shapes(two) == ((1, 16, 8, 8), (1, 32, 16, 16)) == one_or_many(two)
+    assert input_shapes([1, 3, 8, 8]) == [[1, 3, 8, 8]]
+    assert input_shapes([list(s) for s in as_shapes(two)]) == [list(s) for s in as_shapes(two)]
+    with pytest.raises(BadInputError, match="input shape"):
+        as_shapes(["a", "b"])
