@@ -49,9 +49,10 @@ def export(space, arch, fmt, block, out, no_check):
         if not 0 <= block < len(blocks):
             raise BadInputError(f"--block {block}: this architecture has blocks 0..{len(blocks) - 1}")
         b = blocks[block]
-        module, shape, what = sp.build_block(b), (1, *b.in_shape), b.key
+        module, shape, what = sp.build_block(b), b.batch_input(), b.key
     exporter.export(module, shape, out)
-    msg = f"{out}: {what}, {fmt}, input {list(shape)}"
+    shown = [list(s) for s in shape] if isinstance(shape[0], tuple) else list(shape)  # several inputs: a list each
+    msg = f"{out}: {what}, {fmt}, input {shown}"
     if not no_check:
         try:
             diff = exporter.check(module, out, shape)

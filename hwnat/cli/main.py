@@ -27,6 +27,7 @@ COMMANDS = {
     "predictor": "hwnat.cli.predictor:predictor",
     "bench": "hwnat.cli.bench:bench",
     "search": "hwnat.cli.search:search",
+    "mtl": "hwnat.cli.mtl:mtl",
 }
 
 

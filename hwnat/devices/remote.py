@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import hwnat
+from hwnat._shapes import as_shapes, one_or_many
 from hwnat.devices.agent.agent_main import HARNESS_DIRS, HARNESSES
 from hwnat.devices.base import Device
 from hwnat.devices.spec import DeviceSpec
@@ -178,7 +179,7 @@ class RemoteDevice(Device):
         """Time one model file on the device; unstable results are re-measured up to
         ``protocol.max_remeasure`` times and the most stable attempt is kept (``extra["attempts"]``)."""
         protocol = protocol or self.spec.measure
-        shape = tuple(int(s) for s in input_shape)
+        shape = one_or_many(as_shapes(input_shape))  # one shape, or a tuple of shapes (several inputs)
         once = self._measure_agent if self.uses_agent else self._measure_harness
         return remeasure(lambda: once(str(model_path), shape, protocol), protocol, what=self.name)
 
@@ -209,7 +210,9 @@ class RemoteDevice(Device):
 
     def _request(self, remote_model: str, shape, protocol: Protocol) -> dict:
         rt = self.spec.runtime
-        return {"model": remote_model, "input_shape": list(shape),
+        shapes = [list(s) for s in as_shapes(shape)]
+        # one input: a flat list, as agents before multi-input models read it; several: a list of lists
+        return {"model": remote_model, "input_shape": shapes[0] if len(shapes) == 1 else shapes,
                 "runtime": {"kind": rt.kind, "threads": rt.threads, "precision": rt.precision,
                             "provider": rt.provider},
                 "timing": protocol.timing_kwargs(),

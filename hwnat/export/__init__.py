@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hwnat._registry import Registry
-from hwnat.export.onnx import ExportError, check_onnx, export_onnx
+from hwnat.export.onnx import ExportError, check_onnx, export_onnx, onnx_macs
 
 
 @dataclass(frozen=True)
@@ -83,4 +83,4 @@ def export_for_format(fmt: str, module, input_shape: tuple[int, ...], path_stem:
 
 
 __all__ = ["ExportError", "Exporter", "check_onnx", "export_for_format", "export_onnx", "get_exporter",
-           "list_formats", "register_exporter"]
+           "list_formats", "onnx_macs", "register_exporter"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnat._io import write_atomic
+from hwnat._shapes import as_shapes
 from hwnat.errors import DeviceError
 from hwnat.export.onnx import ExportError
 
@@ -54,7 +55,8 @@ def _quiet_progress():
 
 
 def export_tflite(module, input_shape: tuple[int, ...], path: str | os.PathLike) -> Path:
-    """Convert ``module`` (put in eval mode) for a float32 input of ``input_shape`` to a ``.tflite`` file.
+    """Convert ``module`` (put in eval mode) for float32 inputs of ``input_shape`` (one shape or several) to a
+    ``.tflite`` file.
 
     The file is written atomically. Returns the path.
 
@@ -69,10 +71,10 @@ def export_tflite(module, input_shape: tuple[int, ...], path: str | os.PathLike)
     import torch
 
     path = Path(path)
-    x = torch.zeros(tuple(input_shape), dtype=torch.float32)
+    xs = tuple(torch.zeros(s, dtype=torch.float32) for s in as_shapes(input_shape))
     try:
         with _quiet_progress(), torch.no_grad():
-            data = litert_torch.convert(module.eval(), (x,)).model_content()
+            data = litert_torch.convert(module.eval(), xs).model_content()
     except Exception as e:  # the converter raises many untyped errors
         raise ExportError(f"TFLite conversion (litert-torch) failed: {e}") from None
     write_atomic(path, bytes(data))

@@ -16,16 +16,16 @@ import os
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from hwnat._io import write_atomic
-from hwnat.export.onnx import ExportError
+from hwnat._shapes import as_shapes
+from hwnat.export.onnx import ExportError, compare_outputs, reference_outputs
 
 SUFFIX = ".pt"
 
 
 def export_torchscript(module, input_shape: tuple[int, ...], path: str | os.PathLike) -> Path:
-    """Trace ``module`` (put in eval mode) on a float32 input of ``input_shape`` and save it to ``path``.
+    """Trace ``module`` (put in eval mode) on float32 inputs of ``input_shape`` (one shape or several) and save
+    it to ``path``.
 
     The file is written atomically. Returns the path.
 
@@ -36,14 +36,14 @@ def export_torchscript(module, input_shape: tuple[int, ...], path: str | os.Path
 
     path = Path(path)
     module = module.eval()
-    x = torch.zeros(tuple(input_shape), dtype=torch.float32)
+    xs = tuple(torch.zeros(s, dtype=torch.float32) for s in as_shapes(input_shape))
     buf = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             # check_trace re-runs the module and compares: a 2-3x cost per block, and blocks are traced
             # by the thousand while profiling; export checks numerics separately (check_torchscript)
-            traced = torch.jit.trace(module, (x,), check_trace=False)
+            traced = torch.jit.trace(module, xs, check_trace=False)
             torch.jit.save(traced, buf)
     except Exception as e:  # tracing raises many untyped errors
         raise ExportError(f"TorchScript export failed: {e}") from None
@@ -62,21 +62,16 @@ def load_torchscript(path: str | os.PathLike, map_location="cpu"):
 
 def check_torchscript(module, path: str | os.PathLike, input_shape: tuple[int, ...], rtol: float = 1e-4,
                       atol: float = 1e-5, seed: int = 0) -> float:
-    """Run the TorchScript file and the module on the same random input; raise ``ExportError`` when they
-    differ beyond tolerance. Returns the max absolute difference."""
+    """Run the TorchScript file and the module on the same random inputs (one shape or several); raise
+    ``ExportError`` when they differ beyond tolerance. Returns the max absolute difference."""
     import torch
 
-    x = torch.from_numpy(np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32))
+    xs, ref = reference_outputs(module, input_shape, seed)
     try:
         loaded = load_torchscript(path).eval()
     except Exception as e:
         raise ExportError(f"{path}: torch.jit.load failed: {e}") from None
     with torch.no_grad():
-        ref = module.eval()(x)
-        got = loaded(x)
-    if got.shape != ref.shape:
-        raise ExportError(f"{path}: output shape {tuple(got.shape)} differs from torch's {tuple(ref.shape)}")
-    diff = float((got - ref).abs().max()) if ref.numel() else 0.0
-    if not torch.allclose(got, ref, rtol=rtol, atol=atol):
-        raise ExportError(f"{path}: TorchScript output differs from torch by up to {diff:.3g}")
-    return diff
+        out = loaded(*(torch.from_numpy(x) for x in xs))
+    got = [o.numpy() for o in (out if isinstance(out, (list, tuple)) else [out])]
+    return compare_outputs(path, got, ref, "TorchScript", rtol, atol)

@@ -57,7 +57,8 @@ def _check_writable(path: Path) -> None:
 
 
 def measure_module(device: Device, module, input_shape, workdir: Path, name: str = "model") -> Measurement:
-    """Export ``module`` in the device's format and time it on the device."""
+    """Export ``module`` in the device's format and time it on the device. ``input_shape``: one shape, or
+    a tuple of shapes for a module with several inputs."""
     if device.model_format != "onnx":
         from hwnat.export import export_for_format
 
@@ -65,7 +66,7 @@ def measure_module(device: Device, module, input_shape, workdir: Path, name: str
     else:
         path = export_onnx(module, input_shape, workdir / f"{name}.onnx")
     try:
-        return device.measure(str(path), tuple(input_shape))
+        return device.measure(str(path), input_shape)
     finally:
         Path(path).unlink(missing_ok=True)
 
@@ -90,7 +91,7 @@ def profile_blocks(space: SearchSpace, device: Device, blocks: Iterable[BlockSpe
             if progress:
                 progress(done, len(blocks), b.key)
             t0 = time.perf_counter()
-            m = measure_module(device, space.build_block(b), (1, *b.in_shape), Path(tmp), "block")
+            m = measure_module(device, space.build_block(b), b.batch_input(), Path(tmp), "block")
             entry = m.summary()
             entry["round_medians_ms"] = list(m.round_medians_ms)
             entry["wall_s"] = round(time.perf_counter() - t0, 3)

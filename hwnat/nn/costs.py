@@ -1,4 +1,5 @@
-"""Channel rounding and analytic costs of the MobileNet-style blocks in ``hwnat.nn.mbconv`` (no torch import).
+"""Channel rounding and analytic costs of the MobileNet-style blocks in ``hwnat.nn.mbconv``, and the layer
+shapes of a conv stack (no torch import).
 
 FLOPs are 2 x multiply-accumulates of convolutions and linear layers (the convention of torch's
 FlopCounterMode); parameters include BatchNorm's affine weights.
@@ -53,3 +54,14 @@ def head_cost(cin: int, feature: int, classes: int) -> tuple[float, float]:
     """(FLOPs, params) of a ``ClassifierHead``."""
     a, b = conv_cost(cin, feature, 1, 1, bn=False)
     return a + 2.0 * feature * classes, b + feature * classes + classes
+
+
+def layer_shapes(in_shape, widths, strides) -> list[tuple[int, int, int]]:
+    """``(C, H, W)`` after each layer of a stack of 3x3 convs with padding 1 (a side ``h`` becomes
+    ``ceil(h / s)``), for an input ``(C, H, W)``, per-layer output channels and strides."""
+    _, h, w = (int(v) for v in in_shape)
+    out = []
+    for c, s in zip(widths, strides, strict=True):
+        h, w = -(-h // int(s)), -(-w // int(s))
+        out.append((int(c), h, w))
+    return out

@@ -23,31 +23,53 @@ from hwnat.errors import BadInputError
 class BlockSpec:
     """One unit whose latency is measured alone and summed into an architecture's table latency.
 
+    A block with several inputs (a fusion op) lists the shapes of the inputs after the first in
+    ``extra_in_shapes``; ``in_shapes`` is all of them. Its key joins the input shapes with ``+``
+    (``mtl_fusion-in:14x14x32+28x28x16-out:14x14x32``); single-input keys are unchanged.
+
     Attributes:
         op: block type, e.g. ``"mbconv"``, ``"conv_bn_act"``, ``"nb201_nor_conv_3x3"``.
-        in_shape: input tensor shape ``(C, H, W)`` for batch 1.
+        in_shape: (first) input tensor shape ``(C, H, W)`` for batch 1.
         out_shape: output tensor shape ``(C, H, W)``.
         params: the other hyper-parameters that determine latency, as sorted ``(name, value)`` pairs
             (kernel ``k``, mid channels ``mid``, stride ``s``, identity skip ``skip``, ``se``, ``act``...).
+        extra_in_shapes: shapes ``(C, H, W)`` of the further inputs of a multi-input block, in order.
     """
 
     op: str
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int]
     params: tuple[tuple[str, Any], ...] = field(default=())
+    extra_in_shapes: tuple[tuple[int, int, int], ...] = field(default=())
 
     @staticmethod
     def make(op: str, in_shape, out_shape, **params: Any) -> BlockSpec:
-        """Build a spec with params sorted by name (so equal blocks compare and hash equal)."""
-        return BlockSpec(op, tuple(int(v) for v in in_shape), tuple(int(v) for v in out_shape),
-                         tuple(sorted(params.items())))
+        """Build a spec with params sorted by name (so equal blocks compare and hash equal).
+
+        ``in_shape`` is one shape ``(C, H, W)``, or a sequence of shapes for a block with several inputs.
+        """
+        shapes = [in_shape] if not len(in_shape) or not isinstance(in_shape[0], (tuple, list)) else in_shape
+        first, *rest = (tuple(int(v) for v in s) for s in shapes)
+        return BlockSpec(op, first, tuple(int(v) for v in out_shape), tuple(sorted(params.items())),
+                         tuple(rest))
+
+    @property
+    def in_shapes(self) -> tuple[tuple[int, int, int], ...]:
+        """Shapes ``(C, H, W)`` of every input, the first being ``in_shape``."""
+        return (self.in_shape, *self.extra_in_shapes)
+
+    def batch_input(self, batch: int = 1):
+        """The input shape the exporters and devices take: ``(batch, C, H, W)`` for a one-input block,
+        a tuple of such shapes for a block with several inputs."""
+        shapes = tuple((batch, *s) for s in self.in_shapes)
+        return shapes[0] if len(shapes) == 1 else shapes
 
     @property
     def key(self) -> str:
         """Stable text key, e.g. ``mbconv-in:56x56x24-out:28x28x40-act:relu-k:5-mid:96-s:2-se:1-skip:0``."""
-        c, h, w = self.in_shape
+        ins = "+".join(f"{h}x{w}x{c}" for c, h, w in self.in_shapes)
         oc, oh, ow = self.out_shape
-        parts = [self.op, f"in:{h}x{w}x{c}", f"out:{oh}x{ow}x{oc}"]
+        parts = [self.op, f"in:{ins}", f"out:{oh}x{ow}x{oc}"]
         parts += [f"{k}:{_fmt(v)}" for k, v in self.params]
         return "-".join(parts)
 

@@ -232,13 +232,13 @@ def check():
 
 # -- runtimes --------------------------------------------------------------------------------------------
 
-def _input(shape, dtype="float32"):
+def _input(shape, dtype="float32", seed=0):
     np = importlib.import_module("numpy")
-    x = np.random.default_rng(0).standard_normal(shape)
+    x = np.random.default_rng(seed).standard_normal(shape)
     return x.astype(dtype)
 
 
-def load_onnxruntime(model, shape, rt):
+def load_onnxruntime(model, shapes, rt):
     ort = importlib.import_module("onnxruntime")
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(rt.get("threads", 1))
@@ -253,7 +253,10 @@ def load_onnxruntime(model, shape, rt):
         raise RuntimeError(f"ONNX Runtime {ort.__version__} has no {', '.join(missing)}; available: "
                            f"{', '.join(ort.get_available_providers())}")
     sess = ort.InferenceSession(model, so, providers=wanted)
-    feed = {sess.get_inputs()[0].name: _input(shape)}
+    inputs = sess.get_inputs()
+    if len(inputs) != len(shapes):
+        raise RuntimeError(f"{model} takes {len(inputs)} input(s), but {len(shapes)} shape(s) were given")
+    feed = {i.name: _input(s, seed=n) for n, (i, s) in enumerate(zip(inputs, shapes))}  # noqa: B905 (Python 3.7)
     outs = [o.name for o in sess.get_outputs()]
 
     def run():
@@ -278,16 +281,19 @@ def _tflite_interpreter():
     raise RuntimeError("no TFLite interpreter: install ai-edge-litert (pip install ai-edge-litert)")
 
 
-def load_litert(model, shape, rt):
+def load_litert(model, shapes, rt):
     Interpreter, name, version = _tflite_interpreter()
     threads = int(rt.get("threads", 1))
     interp = Interpreter(model_path=model, num_threads=threads if threads > 0 else None)
-    inp = interp.get_input_details()[0]
-    if list(inp["shape"]) != list(shape):
-        interp.resize_tensor_input(inp["index"], list(shape))
+    details = interp.get_input_details()
+    if len(details) != len(shapes):
+        raise RuntimeError(f"{model} takes {len(details)} input(s), but {len(shapes)} shape(s) were given")
+    for inp, shape in zip(details, shapes):  # noqa: B905 (the agent runs on Python 3.7)
+        if list(inp["shape"]) != list(shape):
+            interp.resize_tensor_input(inp["index"], list(shape))
     interp.allocate_tensors()
-    inp = interp.get_input_details()[0]
-    interp.set_tensor(inp["index"], _input(shape, inp["dtype"]))
+    for n, (inp, shape) in enumerate(zip(interp.get_input_details(), shapes)):  # noqa: B905
+        interp.set_tensor(inp["index"], _input(shape, inp["dtype"], seed=n))
 
     def run():
         interp.invoke()
@@ -300,19 +306,26 @@ LOADERS = {"onnxruntime": load_onnxruntime, "litert": load_litert, "tflite": loa
 
 # -- measuring ---------------------------------------------------------------------------------------------
 
+def input_shapes(value):
+    """A request's ``input_shape`` as a list of shapes: ``[1, 3, 8, 8]`` (one input) or a list of them."""
+    if value and isinstance(value[0], list):
+        return [[int(d) for d in s] for s in value]
+    return [[int(d) for d in value]]
+
+
 def _max(d):
     return max(d.values()) if d else None
 
 
 def measure(req):
-    """Request: {"model": path, "input_shape": [..], "runtime": {"kind", "threads", "provider", ...},
+    """Request: {"model": path, "input_shape": [..] or [[..], ..] (several inputs), "runtime": {"kind", "threads", "provider", ...},
     "timing": time_runs keyword arguments, "thermal": {"max_temp_c", "cooldown_wait_s"},
     "fingerprint": bool}."""
     rt = req.get("runtime") or {}
     kind = rt.get("kind", "onnxruntime")
     if kind not in LOADERS:
         raise RuntimeError(f"the agent cannot run runtime {kind!r}; it runs: {', '.join(sorted(LOADERS))}")
-    run, info = LOADERS[kind](req["model"], [int(s) for s in req["input_shape"]], rt)
+    run, info = LOADERS[kind](req["model"], input_shapes(req["input_shape"]), rt)
     thermal = req.get("thermal") or {}
     rec = {}
     temps = temperatures_c()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwnat._shapes import as_shapes
 from hwnat.devices.runtimes._base import Loaded, Runtime, register_runtime
 from hwnat.errors import BadInputError, DeviceError
 
@@ -83,15 +84,21 @@ class LiteRtRuntime(Runtime):
         xnnpack = use_xnnpack(self.spec)
         resolver = lite.OpResolverType.AUTO if xnnpack else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         threads = int(self.spec.threads)
+        shapes = as_shapes(input_shape)
         try:
             interp = lite.Interpreter(model_path=str(model_path), num_threads=threads if threads > 0 else None,
                                       experimental_op_resolver_type=resolver)
-            inp = interp.get_input_details()[0]
-            if list(inp["shape"]) != list(input_shape):
-                interp.resize_tensor_input(inp["index"], list(input_shape))
+            details = interp.get_input_details()
+            if len(details) != len(shapes):
+                raise ValueError(f"the model takes {len(details)} input(s), {len(shapes)} shape(s) were given")
+            for inp, shape in zip(details, shapes, strict=True):
+                if list(inp["shape"]) != list(shape):
+                    interp.resize_tensor_input(inp["index"], list(shape))
             interp.allocate_tensors()
-            inp = interp.get_input_details()[0]
-            interp.set_tensor(inp["index"], random_input(input_shape, inp["dtype"]))
+            details = interp.get_input_details()
+            for n, (inp, shape) in enumerate(zip(details, shapes, strict=True)):
+                interp.set_tensor(inp["index"], random_input(shape, inp["dtype"], seed=n))
+            inp = details[0]
         except (ValueError, RuntimeError) as e:  # what the interpreter raises for a bad file or shape
             raise DeviceError(f"LiteRT could not load {model_path} for input {list(input_shape)}: {e}") from None
 

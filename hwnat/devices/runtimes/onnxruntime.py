@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from hwnat._shapes import as_shapes
 from hwnat.devices.runtimes._base import Loaded, Runtime, register_runtime
 from hwnat.errors import DeviceError
 
@@ -47,9 +48,12 @@ class OnnxRuntime(Runtime):
             sess = ort.InferenceSession(str(model_path), so, providers=wanted)
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise DeviceError(f"ONNX Runtime could not load {model_path}: {e}") from None
-        inp = sess.get_inputs()[0]
-        x = np.random.default_rng(0).standard_normal(input_shape).astype(np.float32)
-        feed = {inp.name: x}
+        shapes = as_shapes(input_shape)
+        inputs = sess.get_inputs()
+        if len(inputs) != len(shapes):
+            raise DeviceError(f"{model_path} takes {len(inputs)} input(s), but {len(shapes)} shape(s) were given")
+        rng = np.random.default_rng(0)
+        feed = {i.name: rng.standard_normal(s).astype(np.float32) for i, s in zip(inputs, shapes, strict=True)}
         out_names = [o.name for o in sess.get_outputs()]
 
         def run():

@@ -35,6 +35,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from hwnat._shapes import as_shapes
 from hwnat.devices.runtimes._base import Loaded, Runtime, register_runtime
 from hwnat.errors import BadInputError, DeviceError
 
@@ -220,13 +221,14 @@ class TensorRtRuntime(Runtime):
             config.set_flag(getattr(trt.BuilderFlag, name))
 
         inputs = [network.get_input(i) for i in range(network.num_inputs)]
+        given = as_shapes(input_shape)
         shapes = {}
         for i, t in enumerate(inputs):
             dims = tuple(t.shape)
-            shapes[t.name] = tuple(input_shape) if i == 0 else dims
+            shapes[t.name] = given[i] if i < len(given) else dims
             if any(d < 0 for d in shapes[t.name]):
-                raise DeviceError(f"{model_name}: input {t.name} has dynamic dims {dims}; only the first input's "
-                                  "shape is known (input_shape)")
+                raise DeviceError(f"{model_name}: input {t.name} has dynamic dims {dims}; only the shapes of the "
+                                  f"first {len(given)} input(s) are known (input_shape)")
         profile = None
         if any(any(d < 0 for d in tuple(t.shape)) for t in inputs):
             profile = builder.create_optimization_profile()
@@ -301,8 +303,9 @@ class TensorRtRuntime(Runtime):
         buffers = {}
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        given = as_shapes(input_shape)
         for i, name in enumerate(inputs):
-            shape = tuple(input_shape) if i == 0 else tuple(engine.get_tensor_shape(name))
+            shape = given[i] if i < len(given) else tuple(engine.get_tensor_shape(name))
             if not context.set_input_shape(name, shape):
                 raise DeviceError(f"TensorRT rejected input shape {list(shape)} for {name} of {model_path}")
             t = torch.empty(shape, dtype=getattr(torch, torch_dtype_name(engine.get_tensor_dtype(name))),

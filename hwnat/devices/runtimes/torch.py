@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwnat._shapes import as_shapes
 from hwnat.devices.runtimes._base import Loaded, Runtime, register_runtime
 from hwnat.errors import BadInputError, DeviceError
 
@@ -133,21 +134,24 @@ class TorchRuntime(Runtime):
         dtype = torch.float16 if self.spec.precision == "fp16" else torch.float32
         if dtype is torch.float16:
             module = module.half()
-        x = torch.from_numpy(np.random.default_rng(0).standard_normal(input_shape).astype(np.float32))
-        x = x.to(device=dev, dtype=dtype)
+        rng = np.random.default_rng(0)
+        xs = tuple(torch.from_numpy(rng.standard_normal(s).astype(np.float32)).to(device=dev, dtype=dtype)
+                   for s in as_shapes(input_shape))
         info = {"device": str(dev), "dtype": str(dtype).replace("torch.", "")}
 
         def call():
             with torch.no_grad():
-                module(x)
+                module(*xs)
 
         if not s.is_cuda:
             return Loaded(call, info=info)
-        return _cuda_loaded(torch, module, x, call, s, info)
+        return _cuda_loaded(torch, module, xs, call, s, info)
 
 
-def _cuda_loaded(torch, module, x, call, s: TorchSettings, info: dict) -> Loaded:
-    """A ``Loaded`` for a module on a CUDA device: launch (or graph replay) timed with CUDA events."""
+def _cuda_loaded(torch, module, xs, call, s: TorchSettings, info: dict) -> Loaded:
+    """A ``Loaded`` for a module on a CUDA device: launch (or graph replay) timed with CUDA events.
+    ``xs``: the input tensor, or a tuple of them for a module with several inputs."""
+    xs = xs if isinstance(xs, tuple) else (xs,)
     run = call
     if s.cuda_graphs:
         # capture needs a few eager iterations first, on a side stream, so that lazy initialisation
@@ -161,7 +165,7 @@ def _cuda_loaded(torch, module, x, call, s: TorchSettings, info: dict) -> Loaded
         graph = torch.cuda.CUDAGraph()
         try:
             with torch.no_grad(), torch.cuda.graph(graph):
-                module(x)
+                module(*xs)
         except Exception as e:  # capture fails on ops that sync with the host
             raise DeviceError(f"CUDA graph capture failed for this model: {e}; set "
                               "runtime.options.cuda_graphs: false") from None

@@ -1,0 +1,125 @@
+"""Latency-aware fusion pruning: the exact knapsack against brute force, the physical rebuild against the
+masked network (same weights, fewer MACs in the exported graph), per-edge costs from a latency table."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from hwnat.errors import BadInputError
+from hwnat.mtl.prune import edge_costs_ms, knapsack, rebuild
+from hwnat.spaces import get_space
+
+TINY = {"widths": (4, 8, 8), "in_shape": (1, 12, 12)}
+
+
+def _brute_force(v, c, budget):
+    best = -1.0
+    for bits in itertools.product([False, True], repeat=len(v)):
+        b = np.array(bits, dtype=bool)
+        if c[b].sum() <= budget + 1e-12:
+            best = max(best, float(v[b].sum()))
+    return best
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_knapsack_is_optimal_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    for _ in range(25):
+        n = int(rng.integers(1, 11))
+        v = rng.random(n) * (rng.random(n) < 0.85)  # some zero values
+        c = rng.random(n) * 2.0 - (0.3 if seed % 2 else 0.0)  # odd seeds: some costs <= 0 (noisy marginals)
+        budget = float(rng.random() * c.clip(0).sum()) + 0.05
+        kept = knapsack(v, c, budget)
+        assert kept.dtype == bool and kept.shape == (n,)
+        assert c[kept].sum() <= budget + 1e-9
+        assert v[kept].sum() == pytest.approx(_brute_force(v, c, budget), abs=1e-9)
+
+
+def test_knapsack_beats_greedy_on_a_classic_case():
+    # greedy by value/cost takes item 0 (ratio 1.09) and then nothing fits (value 6); optimum: items 1 + 2
+    kept = knapsack([6.0, 5.0, 5.0], [5.5, 5.0, 5.0], 10.0)
+    assert kept.tolist() == [False, True, True]
+
+
+@pytest.mark.parametrize("args, match", [(([1.0], [1.0, 2.0], 1.0), "1 values but 2 costs"),
+                                         (([-1.0], [1.0], 1.0), ">= 0"),
+                                         (([1.0], [float("nan")], 1.0), "finite"),
+                                         (([1.0], [1.0], -0.5), "no subset fits")])
+def test_knapsack_bad_input(args, match):
+    with pytest.raises(BadInputError, match=match):
+        knapsack(*args)
+
+
+def _trained_like(space, seed=0):
+    """The all-edges network with every weight and BN statistic moved off its initialisation."""
+    torch.manual_seed(seed)
+    net = space.build(space.parse("all"))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def test_rebuild_equals_the_masked_network_and_exports_fewer_macs(tmp_path):
+    from hwnat.export import check_onnx, export_onnx, onnx_macs
+
+    sp = get_space("mtl-vgg", **TINY)
+    full = _trained_like(sp)
+    rng = np.random.default_rng(0)
+    x = torch.randn(4, *sp.in_shape)
+    cases = [np.zeros(len(sp.edges()), dtype=bool), rng.random(len(sp.edges())) < 0.5]
+    cases[1][sp.candidates(0, 1)] = False  # a layer with every source dropped keeps only its own path
+    for kept in cases:
+        small = rebuild(full, sp, kept)
+        assert len(small.edges) == int(kept.sum())
+        assert sum(p.numel() for p in small.parameters()) == sp.params(sp.decode(kept.astype(np.int64)))
+        assert small.fusions[0][1].conv.in_channels == sp.widths[1]
+        with torch.no_grad():
+            masked = full(x, gates=torch.from_numpy(kept.astype(np.float32)))
+            got = small(x)
+        for a, b in zip(got, masked, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        p_small = export_onnx(small, sp.input_shape(), tmp_path / "small.onnx")
+        p_full = export_onnx(full, sp.input_shape(), tmp_path / "full.onnx")
+        check_onnx(small, p_small, sp.input_shape())
+        want_saved = float(sp.edge_flops()[~kept].sum()) / 2  # MACs of the dropped sources' conv channels
+        assert onnx_macs(p_full) - onnx_macs(p_small) == want_saved > 0
+        assert onnx_macs(p_small) == sp.flops(sp.decode(kept.astype(np.int64))) / 2
+
+
+def test_rebuild_refuses_a_network_of_another_space():
+    sp = get_space("mtl-vgg", **TINY)
+    other = get_space("mtl-vgg", widths=(4, 8, 16), in_shape=(1, 12, 12))
+    with pytest.raises(BadInputError, match="is not of this mtl-vgg space"):
+        rebuild(other.build(other.parse("all")), sp, [True] * len(other.edges()))
+    with pytest.raises(BadInputError, match="kept flags"):
+        rebuild(sp.build(sp.parse("all")), sp, [True])
+    with pytest.raises(BadInputError, match="fused MTLNet"):
+        rebuild(sp.build_backbones(), sp, [])
+
+
+def test_edge_costs_from_a_table_are_fusion_op_differences():
+    sp = get_space("mtl-vgg", **TINY)
+    # a synthetic table: each block costs its FLOPs-derived number, so the expected costs are computable
+    table = {b.key: {"median_ms": 0.01 + 1e-6 * (len(b.in_shapes) * 7 + sum(int(np.prod(s)) for s in b.in_shapes))}
+             for b in sp.all_blocks()}
+    base, cost = edge_costs_ms(sp, table)
+    none = sp.parse("none")
+    assert base == pytest.approx(sum(table[b.key]["median_ms"] for b in sp.blocks(none)))
+    for n, e in enumerate(sp.edges()):
+        src = sp.shapes[e.src_layer]
+        assert cost[n] == pytest.approx(1e-6 * (7 + int(np.prod(src))))
+    # in this table costs add exactly, so base + sum(costs) is the table sum of any architecture
+    for a in sp.sample(np.random.default_rng(0), 5):
+        g = sp.encode(a).astype(bool)
+        assert base + cost[g].sum() == pytest.approx(sum(table[b.key]["median_ms"] for b in sp.blocks(a)))
+    with pytest.raises(BadInputError, match="hwnat profile --space mtl-vgg"):
+        edge_costs_ms(sp, {})
