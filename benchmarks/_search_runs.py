@@ -1,0 +1,103 @@
+"""Plumbing shared by the ``benchmarks/search_*.py`` scripts: run ``hwnat`` exactly as a user does (a
+subprocess of this checkout's CLI), read a search's output folder, describe the machine, write results.
+
+Search runs go to ``benchmarks/results/search_work/<benchmark>/...`` (git-ignored); a run whose
+``picks.csv`` exists is not repeated, so an interrupted benchmark resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+WORK = RESULTS / "search_work"
+
+
+def hwnat(args: list[str], log: Path, timeout_s: float | None = None) -> tuple[int, float]:
+    """Run ``hwnat ARGS`` from this checkout; stdout+stderr go to ``log``. Returns (exit code, wall s)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "hwnat.cli.main", *[str(a) for a in args]]
+    t0 = time.perf_counter()
+    with open(log, "ab") as f:
+        f.write(("$ hwnat " + " ".join(cmd[3:]) + "\n").encode())
+        f.flush()
+        try:
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            rc = 124
+    return rc, time.perf_counter() - t0
+
+
+def search(out: Path, args: list[str], timeout_s: float | None = None, rerun: bool = False) -> dict:
+    """Run ``hwnat search ARGS --out OUT`` unless ``OUT/picks.csv`` exists (then reuse it).
+
+    Returns ``{"rc", "wall_s", "reused", "out"}``; the wall time of a reused run is the one recorded when
+    it ran (``OUT/bench_run.json``).
+    """
+    out = Path(out)
+    rec = out / "bench_run.json"
+    if not rerun and (out / "picks.csv").exists() and rec.exists():
+        r = json.loads(rec.read_text())
+        return dict(r, reused=True)
+    rc, wall = hwnat(["search", *args, "--out", out], out.parent / f"{out.name}.log", timeout_s)
+    r = {"rc": rc, "wall_s": round(wall, 2), "out": str(out), "args": [str(a) for a in args]}
+    if out.exists():
+        rec.write_text(json.dumps(r))
+    return dict(r, reused=False)
+
+
+def read_csv(path: Path) -> pd.DataFrame | None:
+    """A CSV of a search's output folder, or None when it was not written."""
+    return pd.read_csv(path) if Path(path).exists() else None
+
+
+def machine() -> dict:
+    """Where and under what load the numbers were taken."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpu": cpu,
+            "cores": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version()}
+
+
+def _plain(o):
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return _plain(o.tolist())
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    return o
+
+
+def save(name: str, data: dict) -> Path:
+    """Write ``benchmarks/results/search_<name>.json`` atomically and return its path."""
+    sys.path.insert(0, str(ROOT))
+    from hwnat.export.onnx import write_atomic
+
+    path = RESULTS / f"search_{name}.json"
+    write_atomic(path, (json.dumps(_plain(data), indent=1) + "\n").encode())
+    return path

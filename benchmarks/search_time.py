@@ -1,0 +1,61 @@
+"""Wall time of ``hwnat search --latency-ms 20`` with no other option (cpu, ofa-mbv3, MNIST; supernet
+warm-up, search and verification of the picks on this CPU) and of the same with ``--quick``.
+
+Targets (issue 10): <= 15 min and <= 3 min on a 2-core CPU. Each run starts in a fresh output folder,
+so nothing is reused from an earlier search in it; whether the device's latency table existed before the
+run (if not, the run profiles it first) is recorded, as is the machine's load average before and after:
+on a shared machine the wall time measures the load as much as the code.
+
+Run: ``python benchmarks/search_time.py [--only quick|default]``. Writes ``benchmarks/results/search_time.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _search_runs import RESULTS, ROOT, WORK, machine, read_csv, save, search  # noqa: E402
+
+TARGET_S = {"quick": 180.0, "default": 900.0}
+LUT = ROOT / "latency_tables" / "cpu" / "ofa-mbv3.json"
+RESULTS_FILE = RESULTS / "search_time.json"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=sorted(TARGET_S), default=None)
+    ap.add_argument("--budget-ms", type=float, default=20.0)
+    ap.add_argument("--work", type=Path, default=WORK / "time")
+    a = ap.parse_args(argv)
+    prev = RESULTS_FILE.read_text() if RESULTS_FILE.exists() else None
+    res = json.loads(prev)["runs"] if prev else {}
+    for mode in ([a.only] if a.only else ["quick", "default"]):
+        out = a.work / f"{mode}_{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+        shutil.rmtree(out, ignore_errors=True)
+        before = machine()
+        lut_before = LUT.exists()
+        run = search(out, ["--latency-ms", a.budget_ms, *(["--quick"] if mode == "quick" else [])], rerun=True)
+        picks = read_csv(out / "picks.csv")
+        state = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
+        res[mode] = {"command": "hwnat search --latency-ms " + f"{a.budget_ms:g}" + (" --quick" if mode == "quick" else ""),
+                     "rc": run["rc"], "wall_s": run["wall_s"], "target_s": TARGET_S[mode],
+                     "within_target": run["rc"] == 0 and run["wall_s"] <= TARGET_S[mode],
+                     "lut_existed_before": lut_before, "machine_before": before, "machine_after": machine(),
+                     "out": str(out), "picks": None if picks is None else picks.to_dict(orient="records"),
+                     "settings": state.get("settings")}
+        print(f"{res[mode]['command']}: exit {run['rc']}, {run['wall_s']:.0f} s (target <= {TARGET_S[mode]:.0f} s), "
+              f"load average before {before['load_average']}, after {res[mode]['machine_after']['load_average']}"
+              + ("" if lut_before else "; the cpu latency table was profiled first"), flush=True)
+    path = save("time", {"runs": res})
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
