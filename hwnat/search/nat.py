@@ -142,6 +142,7 @@ class NATSearch:
         self.done_iteration = -1
         self.extremes: dict = {}
         self.front: dict = {}
+        self._loaded = False
 
     # ---- state -------------------------------------------------------------------------------------
     def resume(self) -> bool:
@@ -150,6 +151,9 @@ class NATSearch:
         Raises:
             BadInputError: corrupt state, or one saved with other settings (names the setting).
         """
+        if self._loaded:
+            return bool(self.history) or len(self.archive) > 0
+        self._loaded = True
         st = load_state(self.state_path)
         if st is None:
             return False
@@ -376,7 +380,7 @@ class NATSearch:
     def _record_front(self, it: int, entry: dict | None) -> None:
         from hwnat.search.metrics import hypervolume
 
-        front = self.pareto_rows()
+        front = [r for r in self.pareto_rows() if r["feasible"]]  # hypervolume of what meets the budget
         F = self.objective_matrix(front)
         ref = self.front.get("hv_reference")
         if ref is None and len(F):
