@@ -1,8 +1,9 @@
 """Plumbing shared by the ``benchmarks/search_*.py`` scripts: run ``hwnat`` exactly as a user does (a
 subprocess of this checkout's CLI), read a search's output folder, describe the machine, write results.
 
-Search runs go to ``benchmarks/results/search_work/<benchmark>/...`` (git-ignored); a run whose
-``picks.csv`` exists is not repeated, so an interrupted benchmark resumes where it stopped.
+Search runs go to ``benchmarks/results/search_work/<benchmark>/...`` (git-ignored) and run there, so the
+caches a search keeps in its working folder (``latency_tables/``, ``supernets/``) stay out of the
+checkout; a run whose ``picks.csv`` exists is not repeated, so an interrupted benchmark resumes.
 """
 
 from __future__ import annotations
@@ -23,26 +24,36 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = RESULTS / "search_work"
 
 
-def hwnat(args: list[str], log: Path, timeout_s: float | None = None) -> tuple[int, float]:
-    """Run ``hwnat ARGS`` from this checkout; stdout+stderr go to ``log``. Returns (exit code, wall s)."""
+def hwnat(args: list[str], log: Path, timeout_s: float | None = None, cwd: Path | None = None) -> tuple[int, float]:
+    """Run ``hwnat ARGS`` from this checkout in folder ``cwd`` (default: the benchmark's work folder, where
+    ``latency_tables/`` and ``supernets/`` caches then live); stdout+stderr go to ``log``.
+
+    Returns:
+        (exit code, wall seconds)
+    """
+    cwd = Path(cwd) if cwd is not None else WORK
+    cwd.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("OMP_NUM_THREADS", "1")
     log.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "hwnat.cli.main", *[str(a) for a in args]]
+    # python -m puts the working folder first on sys.path; PYTHONPATH names this checkout
     t0 = time.perf_counter()
     with open(log, "ab") as f:
         f.write(("$ hwnat " + " ".join(cmd[3:]) + "\n").encode())
         f.flush()
         try:
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=cwd,
                                 timeout=timeout_s).returncode
         except subprocess.TimeoutExpired:
             rc = 124
     return rc, time.perf_counter() - t0
 
 
-def search(out: Path, args: list[str], timeout_s: float | None = None, rerun: bool = False) -> dict:
-    """Run ``hwnat search ARGS --out OUT`` unless ``OUT/picks.csv`` exists (then reuse it).
+def search(out: Path, args: list[str], timeout_s: float | None = None, rerun: bool = False,
+           cwd: Path | None = None) -> dict:
+    """Run ``hwnat search ARGS --out OUT`` (in ``cwd``, see ``hwnat``) unless ``OUT/picks.csv`` exists (then
+    reuse it).
 
     Returns ``{"rc", "wall_s", "reused", "out"}``; the wall time of a reused run is the one recorded when
     it ran (``OUT/bench_run.json``).
@@ -52,7 +63,7 @@ def search(out: Path, args: list[str], timeout_s: float | None = None, rerun: bo
     if not rerun and (out / "picks.csv").exists() and rec.exists():
         r = json.loads(rec.read_text())
         return dict(r, reused=True)
-    rc, wall = hwnat(["search", *args, "--out", out], out.parent / f"{out.name}.log", timeout_s)
+    rc, wall = hwnat(["search", *args, "--out", out.resolve()], out.parent / f"{out.name}.log", timeout_s, cwd)
     r = {"rc": rc, "wall_s": round(wall, 2), "out": str(out), "args": [str(a) for a in args]}
     if out.exists():
         rec.write_text(json.dumps(r))

@@ -73,6 +73,18 @@ def few_shot_predictor(lat: pd.DataFrame, device: str, k: int, work: Path) -> di
     return {"library": lib_cols, "suggested": chosen["arch"].tolist(), "model": str(model), "steps": steps}
 
 
+def device_label(device: str, work: Path) -> Path:
+    """A device file naming a published dataset's device. ``hwnat search --latency-model predictor`` wants a
+    device file even with ``--no-verify`` (only ``csv:`` models accept a bare label); nothing here runs on
+    it: it only names the objective ``latency_<device>``."""
+    path = work / device / f"{device}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# a label for the published latencies of {device} (HELP / HW-NAS-Bench); never run\n"
+                    f"name: {device}\ndescription: published latencies, label only\n"
+                    "transport:\n  kind: local\nruntime:\n  kind: onnxruntime\n")
+    return path
+
+
 def pick_of(out: Path, truth: pd.DataFrame, device: str, budget_ms: float) -> dict:
     """First row of picks.csv with its published latency and accuracies."""
     picks = read_csv(out / "picks.csv")
@@ -114,12 +126,13 @@ def main(argv=None) -> int:
             continue
         for q, budget in zip(a.percentiles, percentile_budgets(lat[device], a.percentiles)):
             budget = float(budget)
-            base = ["--space", "nasbench201", "--device", device, "--accuracy", accuracy,
-                    "--latency-ms", f"{budget:.6g}", "--no-verify", "--seed", a.seed, *extra]
-            variants = {"confidence": ["--latency-model", "predictor", "--predictor", model,
+            base = ["--space", "nasbench201", "--accuracy", accuracy, "--latency-ms", f"{budget:.6g}",
+                    "--no-verify", "--seed", a.seed, *extra]
+            label = device_label(device, a.work)
+            variants = {"confidence": ["--device", label, "--latency-model", "predictor", "--predictor", model,
                                        "--confidence", a.confidence],
-                        "point": ["--latency-model", "predictor", "--predictor", model],
-                        "true": ["--latency-model", "csv:"]}
+                        "point": ["--device", label, "--latency-model", "predictor", "--predictor", model],
+                        "true": ["--device", device, "--latency-model", "csv:"]}
             rec = {"device": device, "percentile": q, "budget_ms": budget}
             for mode, opts in variants.items():
                 out = a.work / device / f"p{q:g}_{mode}"
