@@ -215,9 +215,11 @@ class NATSearch:
                 rng = np.random.default_rng([self.s.seed, 0])
                 self.pending = [self._candidate(g, 0) for g in self._initial_genomes(rng)]
                 self.save()
+            t = time.perf_counter()
             self._evaluate_pending("initial archive")
             self.done_iteration = 0
             self._record_front(0, None)
+            self.front["initial"]["evaluate_s"] = round(time.perf_counter() - t, 2)
             self.save()
         for it in range(self.done_iteration + 1, self.s.iterations + 1):
             self._iterate(it)
@@ -229,16 +231,21 @@ class NATSearch:
         rng = np.random.default_rng([self.s.seed, it])
         entry = next((h for h in self.history if h["iteration"] == it), None)
         if entry is None:
+            t = time.perf_counter()
             with self.phase(f"iteration {it}/{self.s.iterations}: surrogate + NSGA-III") as cb:
                 if cb:
                     cb(0, 2, "fitting surrogates")
                 entry = self._propose(it, rng)
                 if cb:
                     cb(2, 2, f"{entry['surrogate']} (tau {entry['taus'][entry['surrogate']]:.3f})")
+            entry["propose_s"] = round(time.perf_counter() - t, 2)
             self.history.append(entry)
             self.save()
+        t = time.perf_counter()
         self._evaluate_pending(f"iteration {it}/{self.s.iterations}: evaluate")
+        entry["evaluate_s"] = round(entry.get("evaluate_s", 0) + time.perf_counter() - t, 2)
         if self.s.adapt and not entry.get("adapted_done"):
+            t = time.perf_counter()
             best = self._best_archs(20)
             with self.phase(f"iteration {it}/{self.s.iterations}: adapt") as cb:
                 if cb:
@@ -250,6 +257,7 @@ class NATSearch:
             if changed:
                 self._reevaluate(it)
             entry["adapted_done"] = True
+            entry["adapt_s"] = round(time.perf_counter() - t, 2)
         self._record_front(it, entry)
         self.done_iteration = it
         self.save()

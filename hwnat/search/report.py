@@ -89,17 +89,20 @@ def write_report(search, picks: list[dict], path: Path, verified: bool, wall_s: 
     for d, e in search.extremes.items():
         L.append(f"- {d}: fastest {e['fastest_ms']:.4g} ms, slowest {e['slowest_ms']:.4g} ms ({e['method']})")
     L += ["", "## Iterations", "",
-          "| iteration | surrogate | Kendall tau (cv) of each | archive | feasible | front | best feasible acc. | hypervolume | adapted |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| iteration | surrogate | Kendall tau (cv) of each | archive | feasible | front | best feasible acc. | "
+          "hypervolume | adapted | seconds (propose / evaluate / adapt+re-evaluate) |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     ini = search.front.get("initial")
     if ini:
         L.append(f"| 0 (initial) | - | - | {ini['archive_size']} | {ini['feasible']} | {ini['front_size']} | "
-                 f"{_num(ini['best_feasible_accuracy'])} | {ini['hypervolume']:.4g} | - |")
+                 f"{_num(ini['best_feasible_accuracy'])} | {ini['hypervolume']:.4g} | - | "
+                 f"- / {ini.get('evaluate_s', '-')} / - |")
     for h in search.history:
         taus = ", ".join(f"{k} {v:.3f}" for k, v in h["taus"].items())
         L.append(f"| {h['iteration']} | **{h['surrogate']}** | {taus} | {h.get('archive_size', '')} | "
                  f"{h.get('feasible', '')} | {h.get('front_size', '')} | {_num(h.get('best_feasible_accuracy'))} | "
-                 f"{h.get('hypervolume', float('nan')):.4g} | {h.get('adapted', '-')} |")
+                 f"{h.get('hypervolume', float('nan')):.4g} | {h.get('adapted', '-')} | "
+                 f"{h.get('propose_s', '-')} / {h.get('evaluate_s', '-')} / {h.get('adapt_s', '-')} |")
     d0 = next(iter(search.obj.models))
     L += ["", "## Picks", ""]
     if not picks:

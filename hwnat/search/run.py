@@ -24,11 +24,15 @@ from hwnat.search.problem import Objectives, objective_names
 log = logging.getLogger(__name__)
 
 #: settings of ``--quick`` (smoke tests: <= 3 min on 2 CPU cores for ofa-mbv3 on MNIST with a table)
+#: (one resolution, 224, unless --resolution is given: 94 blocks to profile instead of 868)
 QUICK = {"initial": 8, "iterations": 2, "candidates": 4, "pop_size": 24, "generations": 8,
-         "warmup_epochs": 1, "max_train": 1000, "max_val": 400, "adapt_steps": 5, "picks": 2}
-#: defaults of a full run (``hwnat search --latency-ms 20``: <= 15 min on 2 CPU cores with warm-up)
-FULL = {"initial": 20, "iterations": 5, "candidates": 6, "pop_size": 60, "generations": 20,
-        "warmup_epochs": 3, "max_train": None, "max_val": 1000, "adapt_steps": 20, "picks": 3}
+         "warmup_epochs": 1, "max_train": 1000, "max_val": 400, "adapt_steps": 5, "picks": 2,
+         "resolutions": (224,)}
+#: defaults of a full run (``hwnat search --latency-ms 20``: meant for <= 15 min on 2 CPU cores with
+#: warm-up and a first-time profile of the table; per-phase times are in report.md)
+FULL = {"initial": 16, "iterations": 4, "candidates": 6, "pop_size": 60, "generations": 20,
+        "warmup_epochs": 2, "max_train": None, "max_val": 1000, "adapt_steps": 10, "picks": 3,
+        "resolutions": ()}
 
 
 @dataclass
@@ -123,6 +127,11 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
         raise BadInputError(f"no --latency-ms for device {missing[0]!r}; give one value for every device or "
                             "DEVICE=MS per device")
     names = objective_names(tuple(req.objectives), devices)
+    for spec in req.latency_models.values():
+        if spec not in ("table", "predictor", "measure") and not spec.startswith("csv:"):
+            from hwnat.latency.model import KINDS
+
+            raise BadInputError(f"unknown latency model {spec!r}; expected one of: {', '.join(KINDS)}")
     if req.verify:
         from hwnat.search.verify import check_devices
 
@@ -134,6 +143,9 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
     space_opts: dict = {}
     if req.resolutions:
         space_opts["resolutions"] = tuple(req.resolutions)
+    elif req.setting("resolutions") and "resolutions" in inspect.signature(
+            type(get_space(req.space)).__init__).parameters:
+        space_opts["resolutions"] = tuple(req.setting("resolutions"))
     if use_supernet:
         if get_space(req.space).name != "ofa-mbv3":
             raise BadInputError(f"space {req.space!r} has no accuracy source: pass --accuracy CSV[:COLUMN] "
@@ -152,10 +164,13 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
 
     # ---- latency models (a missing table is profiled here, resumably) -----------------------------------
     models = {}
+    times: dict[str, float] = {}
+    t1 = time.perf_counter()
     for d_in, d in canon.items():
         with phase(f"latency model {d}: {specs[d]}") as cb:
             models[d] = open_latency_model(specs[d], space, d_in, predictor=req.predictors.get(d_in),
                                            cache_dir=out, progress=cb)
+    times["latency models (incl. profiling)"] = time.perf_counter() - t1
     obj = Objectives(space, names, models, budgets, req.confidence)
     proxy = _proxy_scale(req) if use_supernet else 1.0
     acc_name = f"supernet:{task.name}" if use_supernet else None
@@ -179,10 +194,14 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
 
     # ---- the supernet (warm-up once per task/space/width/proxy; reused by later runs) ---------------------
     if use_supernet:
+        t1 = time.perf_counter()
         acc = _supernet(req, space, task, proxy, out, phase)
+        times["supernet (load or warm-up)"] = time.perf_counter() - t1
         search.acc = acc
         search.checkpoint = _supernet_saver(acc)
+    t1 = time.perf_counter()
     result = search.run()
+    times["NAT loop (this run)"] = time.perf_counter() - t1
     picks = result.picks
     write_outputs(search, picks)
 
@@ -197,14 +216,19 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
         if cb:
             cb(len(picks), len(picks), "done")
     if req.verify and picks:
+        t1 = time.perf_counter()
         with phase("verify picks on the device") as cb:
             measure_picks(space, picks, paths, list(devices), budgets, progress=cb)
+        times["verification"] = time.perf_counter() - t1
     write_outputs(search, picks)
     wall = time.perf_counter() - t0
     from hwnat.search.report import plot_pareto, write_report
 
     plot_pareto(search, picks, out / "pareto.png")
     extra = {"accuracy source state": _short(search.acc.state())} if search.acc is not None else {}
+    extra["seconds per phase (this run)"] = ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+    if req.quick and "resolutions" in space_opts and not req.resolutions:
+        extra["quick mode"] = f"resolutions {list(space_opts['resolutions'])} only (smoke test)"
     write_report(search, picks, out / "report.md", verified=req.verify and bool(picks), wall_s=wall, extra=extra)
     result.wall_s = wall
     if not picks:

@@ -44,8 +44,8 @@ class _Scaled:
 
 
 class _RBF:
-    """scipy's RBF interpolator (smoothed: accuracies are noisy); linear kernel below d + 1 points, where
-    a cubic kernel's linear polynomial tail is undetermined."""
+    """scipy's RBF interpolator (smoothed: accuracies are noisy): cubic kernel with a linear tail where that
+    tail is determined, else a linear kernel with a constant tail."""
 
     def fit(self, X, y):
         from scipy.interpolate import RBFInterpolator
@@ -54,11 +54,22 @@ class _RBF:
         # duplicate rows make the system singular: average them
         uniq, inv = np.unique(X, axis=0, return_inverse=True)
         yy = np.bincount(inv.ravel(), weights=y) / np.bincount(inv.ravel())
-        self.f = RBFInterpolator(uniq, yy, kernel=kernel, degree=degree, smoothing=1e-2 * len(uniq))
+        try:
+            self.f = RBFInterpolator(uniq, yy, kernel=kernel, degree=degree, smoothing=1e-2 * len(uniq))
+        except np.linalg.LinAlgError:  # one-hot columns make the linear tail rank-deficient
+            self.f = RBFInterpolator(uniq, yy, kernel="linear", degree=0, smoothing=1e-2 * len(uniq))
         return self
 
     def predict(self, X):
         return self.f(X)
+
+
+def _short_lbfgs(obj_func, initial_theta, bounds):
+    """The GP's marginal-likelihood fit with at most 40 L-BFGS steps (ample for 3 hyper-parameters)."""
+    from scipy.optimize import minimize
+
+    res = minimize(obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds, options={"maxiter": 40})
+    return res.x, res.fun
 
 
 def make_regressor(name: str, seed: int):
@@ -70,11 +81,12 @@ def make_regressor(name: str, seed: int):
         from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
         k = ConstantKernel(1.0) * RBF(length_scale=1.0) + WhiteKernel(0.1)
-        return _Scaled(GaussianProcessRegressor(k, normalize_y=False, random_state=seed, n_restarts_optimizer=0))
+        return _Scaled(GaussianProcessRegressor(k, normalize_y=False, random_state=seed, n_restarts_optimizer=0,
+                                                optimizer=_short_lbfgs))
     if name == "gbt":
         from sklearn.ensemble import GradientBoostingRegressor
 
-        return _Scaled(GradientBoostingRegressor(n_estimators=150, max_depth=3, learning_rate=0.05,
+        return _Scaled(GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.05,
                                                  subsample=0.8, random_state=seed))
     if name == "mlp":
         from sklearn.neural_network import MLPRegressor
@@ -111,7 +123,10 @@ class Surrogate:
     model: object = field(repr=False)
 
     def predict(self, genomes: np.ndarray) -> np.ndarray:
-        return self.model.predict(scale(genomes, self.lo, self.hi))
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return self.model.predict(scale(genomes, self.lo, self.hi))
 
 
 def scale(genomes: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -141,7 +156,10 @@ def fit_surrogate(genomes: np.ndarray, acc: np.ndarray, lo: np.ndarray, hi: np.n
     perm = np.random.default_rng(seed).permutation(n)
     parts = [perm[i::k] for i in range(k)]
     taus = {}
-    with warnings.catch_warnings():
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: these are tiny problems, and threads fighting over a busy machine cost 10x (measured)
+    with warnings.catch_warnings(), threadpool_limits(1):
         warnings.simplefilter("ignore")  # convergence chatter of GP/MLP on tiny data
         for name in candidates:
             oof = np.empty(n)
