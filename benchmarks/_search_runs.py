@@ -70,6 +70,68 @@ def search(out: Path, args: list[str], timeout_s: float | None = None, rerun: bo
     return dict(r, reused=False)
 
 
+def _in_process(job: tuple[Path, list[str], Path]) -> dict:
+    """One ``hwnat search`` through the CLI's own command object in this (worker) process, without
+    exporting the picks to ONNX: with ``--no-verify`` nothing reads the files, and exporting one
+    NAS-Bench-201 network took ~50 s on the loaded benchmark machine. Exit codes as the CLI's."""
+    out, args, cwd = job
+    import contextlib
+
+    import click
+
+    import hwnat.search.verify as verify
+    from hwnat.cli.search import search as command
+    from hwnat.errors import HwnatError
+
+    verify.export_picks = lambda space, picks, out_dir, module_for=None: []
+    os.chdir(cwd)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rc, msg = 0, None
+    with open(out.parent / f"{out.name}.log", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        print("$ hwnat search " + " ".join(args) + f" --out {out}  (in process, picks not exported)", flush=True)
+        try:
+            command.main(args=[*args, "--out", str(out)], prog_name="hwnat search", standalone_mode=False)
+        except HwnatError as e:
+            rc, msg = e.exit_code, str(e)
+        except click.ClickException as e:
+            rc, msg = e.exit_code, e.format_message()
+        except Exception as e:  # noqa: BLE001  (recorded per run; the benchmark goes on with the others)
+            rc, msg = 1, f"{type(e).__name__}: {e}"
+        if msg:
+            print(f"error: {msg}", flush=True)
+    r = {"rc": rc, "wall_s": round(time.perf_counter() - t0, 2), "out": str(out), "args": args,
+         "in_process": True, "picks_exported": False, "error": msg}
+    if out.exists():
+        (out / "bench_run.json").write_text(json.dumps(r))
+    return dict(r, reused=False)
+
+
+def search_many(jobs: list[tuple[Path, list]], workers: int = 1, cwd: Path | None = None) -> dict[str, dict]:
+    """Run many ``--no-verify`` searches in ``workers`` parallel processes (in process, see
+    ``_in_process``); finished ones (``picks.csv`` + ``bench_run.json``) are reused. Returns out -> record."""
+    import multiprocessing as mp
+
+    cwd = Path(cwd) if cwd is not None else WORK
+    cwd.mkdir(parents=True, exist_ok=True)
+    done, todo = {}, []
+    for out, args in jobs:
+        out = Path(out).resolve()
+        rec = out / "bench_run.json"
+        if (out / "picks.csv").exists() and rec.exists():
+            done[str(out)] = dict(json.loads(rec.read_text()), reused=True)
+        else:
+            todo.append((out, [str(a) for a in args], cwd))
+    if todo:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        with mp.get_context("spawn").Pool(max(1, min(workers, len(todo))), maxtasksperchild=1) as pool:
+            for r in pool.imap_unordered(_in_process, todo):
+                done[r["out"]] = r
+                print(f"  search done: {r['out']} (exit {r['rc']}, {r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+    return done
+
+
 def read_csv(path: Path) -> pd.DataFrame | None:
     """A CSV of a search's output folder, or None when it was not written."""
     return pd.read_csv(path) if Path(path).exists() else None

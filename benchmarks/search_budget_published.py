@@ -17,7 +17,11 @@ percentile of that device's latencies over all 15,625 cells):
    (over budget or not) and its ``cifar100_test_200ep`` is compared with the ceiling's pick.
 
 Targets (issue 10): 0 of 15 picks over budget with ``--confidence 0.9``; their test accuracy within
-0.5 points of the ceiling's. Run: ``python benchmarks/search_budget_published.py``.
+0.5 points of the ceiling's.
+
+The 45 searches run through the CLI's command object in ``--workers`` parallel processes, without
+exporting the picks to ONNX (``--no-verify`` reads no file; see ``_search_runs._in_process``); the
+predictor steps run as ``hwnat predictor`` subprocesses. Run: ``python benchmarks/search_budget_published.py``.
 Writes ``benchmarks/results/search_budget_published.json``.
 """
 
@@ -34,7 +38,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _search_runs import WORK, hwnat, machine, read_csv, save, search  # noqa: E402
+from _search_runs import WORK, hwnat, machine, read_csv, save, search_many  # noqa: E402
 
 from hwnat.data import accuracy_dataset, latency_dataset  # noqa: E402
 from hwnat.search.metrics import BUDGET_PERCENTILES, percentile_budgets  # noqa: E402
@@ -111,13 +115,14 @@ def main(argv=None) -> int:
     ap.add_argument("--search-args", default="", help="Extra options for every `hwnat search` (one string).")
     ap.add_argument("--work", type=Path, default=WORK / "budget_published")
     ap.add_argument("--predictors-only", action="store_true", help="Only suggest and fit the predictors.")
+    ap.add_argument("--workers", type=int, default=3, help="Searches run in parallel (in process).")
     a = ap.parse_args(argv)
     extra = a.search_args.split()
     lat = pd.read_csv(latency_dataset("nasbench201"))
     acc = pd.read_csv(accuracy_dataset("nasbench201"))
     truth = lat.merge(acc, on="arch").set_index("arch")
     accuracy = f"{accuracy_dataset('nasbench201')}:{SEARCH_COLUMN}"
-    rows, predictors = [], {}
+    settings, predictors, jobs = [], {}, []
     for device in a.devices:
         predictors[device] = few_shot_predictor(lat, device, a.k, a.work)
         model = predictors[device]["model"]
@@ -133,22 +138,27 @@ def main(argv=None) -> int:
                                        "--confidence", a.confidence],
                         "point": ["--device", label, "--latency-model", "predictor", "--predictor", model],
                         "true": ["--device", device, "--latency-model", "csv:"]}
-            rec = {"device": device, "percentile": q, "budget_ms": budget}
-            for mode, opts in variants.items():
-                out = a.work / device / f"p{q:g}_{mode}"
-                run = search(out, [*base, *opts])
-                rec[mode] = dict(pick_of(out, truth, device, budget), rc=run["rc"], wall_s=run["wall_s"])
-            for mode in ("confidence", "point"):
-                if REPORT_COLUMN in rec[mode] and REPORT_COLUMN in rec["true"]:
-                    rec[mode]["test_gap_vs_true"] = rec["true"][REPORT_COLUMN] - rec[mode][REPORT_COLUMN]
-            rows.append(rec)
-            line = [f"{device} p{q:g} ({budget:.3f} ms):"]
-            for mode in MODES:
-                p = rec[mode]
-                line.append(f"{mode}: " + (p["error"] if "error" in p else
-                                           f"{p['published_ms']:.3f} ms{' OVER' if p['over_budget'] else ''}, "
-                                           f"test {p[REPORT_COLUMN]:.2f}"))
-            print("  ".join(line), flush=True)
+            outs = {mode: (a.work / device / f"p{q:g}_{mode}").resolve() for mode in variants}
+            jobs += [(outs[mode], [*base, *opts]) for mode, opts in variants.items()]
+            settings.append((device, q, budget, outs))
+    runs = search_many(jobs, workers=a.workers) if jobs else {}
+    rows = []
+    for device, q, budget, outs in settings:
+        rec = {"device": device, "percentile": q, "budget_ms": budget}
+        for mode, out in outs.items():
+            run = runs[str(out)]
+            rec[mode] = dict(pick_of(out, truth, device, budget), rc=run["rc"], wall_s=run["wall_s"])
+        for mode in ("confidence", "point"):
+            if REPORT_COLUMN in rec[mode] and REPORT_COLUMN in rec["true"]:
+                rec[mode]["test_gap_vs_true"] = rec["true"][REPORT_COLUMN] - rec[mode][REPORT_COLUMN]
+        rows.append(rec)
+        line = [f"{device} p{q:g} ({budget:.3f} ms):"]
+        for mode in MODES:
+            p = rec[mode]
+            line.append(f"{mode}: " + (p["error"] if "error" in p else
+                                       f"{p['published_ms']:.3f} ms{' OVER' if p['over_budget'] else ''}, "
+                                       f"test {p[REPORT_COLUMN]:.2f}"))
+        print("  ".join(line), flush=True)
     if a.predictors_only:
         return 0
     summary = {}

@@ -16,7 +16,9 @@ For each device, budget and seed:
   the same ratio; mean over ``--random-repeats`` draws per run;
 - also the best validation accuracy within the budget found, against the exhaustive best.
 
-Run: ``python benchmarks/search_quality.py`` (defaults: 3 devices, median budget, seeds 0..2).
+The searches run through the CLI's command object in ``--workers`` parallel processes, picks not exported
+(see ``_search_runs._in_process``). Run: ``python benchmarks/search_quality.py --search-args "--initial 100
+--iterations 10 --candidates 20 --picks 0"`` (3 devices, median budget, seeds 0..2: 300 evaluations each).
 Writes ``benchmarks/results/search_quality.json``.
 """
 
@@ -31,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _search_runs import WORK, machine, read_csv, save, search  # noqa: E402
+from _search_runs import WORK, machine, read_csv, save, search_many  # noqa: E402
 
 from hwnat.data import accuracy_dataset  # noqa: E402
 from hwnat.search.metrics import (  # noqa: E402
@@ -63,17 +65,19 @@ def random_search(truth, n: int, budget_ms: float, ref, hv_best: float, rng) -> 
     return front_quality(truth, rows, budget_ms, ref, hv_best)
 
 
-def one_run(truth, device: str, q: float, budget_ms: float, seed: int, extra: list[str], repeats: int,
-            work: Path) -> dict:
+def job(device: str, q: float, budget_ms: float, seed: int, extra: list[str], work: Path) -> tuple[Path, list]:
+    """Output folder and arguments of one search."""
+    out = (work / f"{device}_p{q:g}_s{seed}").resolve()
+    return out, ["--space", "nasbench201", "--device", device, "--latency-model", "csv:",
+                 "--accuracy", f"{accuracy_dataset('nasbench201')}:{ACCURACY_COLUMN}",
+                 "--latency-ms", f"{budget_ms:.6g}", "--no-verify", "--seed", seed, *extra]
+
+
+def one_run(truth, device: str, q: float, budget_ms: float, seed: int, out: Path, run: dict, repeats: int) -> dict:
     rows_best = truth.front(budget_ms)
     F_best = objectives(truth.accuracy[rows_best], truth.latency_ms[rows_best])
     ref = reference_point(F_best)
     hv_best = hypervolume(F_best, ref)
-    out = work / f"{device}_p{q:g}_s{seed}"
-    args = ["--space", "nasbench201", "--device", device, "--latency-model", "csv:",
-            "--accuracy", f"{accuracy_dataset('nasbench201')}:{ACCURACY_COLUMN}",
-            "--latency-ms", f"{budget_ms:.6g}", "--no-verify", "--seed", seed, *extra]
-    run = search(out, args)
     rec = {"device": device, "percentile": q, "budget_ms": budget_ms, "seed": seed, "rc": run["rc"],
            "wall_s": run["wall_s"], "out": str(out), "exhaustive_front_size": int(len(rows_best)),
            "exhaustive_best_accuracy": float(truth.accuracy[rows_best].max()),
@@ -107,24 +111,31 @@ def main(argv=None) -> int:
     ap.add_argument("--random-repeats", type=int, default=20)
     ap.add_argument("--search-args", default="", help="Extra options for every `hwnat search` (one string).")
     ap.add_argument("--work", type=Path, default=WORK / "quality")
+    ap.add_argument("--workers", type=int, default=2, help="Searches run in parallel (in process).")
     a = ap.parse_args(argv)
     extra = a.search_args.split()
-    runs = []
-    for device in a.devices:
-        truth = load_truth("nasbench201", device, ACCURACY_COLUMN)
+    todo, jobs = [], []
+    truths = {d: load_truth("nasbench201", d, ACCURACY_COLUMN) for d in a.devices}
+    for device, truth in truths.items():
         for q, budget in zip(a.percentiles, percentile_budgets(truth.latency_ms, a.percentiles)):
             for seed in a.seeds:
-                r = one_run(truth, device, q, float(budget), seed, extra, a.random_repeats, a.work)
-                runs.append(r)
-                if "error" in r:
-                    print(f"{device} p{q:g} seed {seed}: {r['error']}", flush=True)
-                    continue
-                f = r.get("front", r["archive"])
-                print(f"{device} p{q:g} ({budget:.3f} ms) seed {seed}: {r['evaluated']} evaluated, "
-                      f"front HV {100 * f['hv_ratio']:.2f}% of exhaustive (archive "
-                      f"{100 * r['archive']['hv_ratio']:.2f}%), random {100 * r['random']['hv_ratio_mean']:.2f}%; "
-                      f"best acc {f['best_accuracy']} vs {r['exhaustive_best_accuracy']:.3f}; "
-                      f"{r['wall_s']:.0f} s", flush=True)
+                out, args = job(device, q, float(budget), seed, extra, a.work)
+                todo.append((device, q, float(budget), seed, out))
+                jobs.append((out, args))
+    done = search_many(jobs, workers=a.workers)
+    runs = []
+    for device, q, budget, seed, out in todo:
+        r = one_run(truths[device], device, q, budget, seed, out, done[str(out)], a.random_repeats)
+        runs.append(r)
+        if "error" in r:
+            print(f"{device} p{q:g} seed {seed}: {r['error']}", flush=True)
+            continue
+        f = r.get("front", r["archive"])
+        print(f"{device} p{q:g} ({budget:.3f} ms) seed {seed}: {r['evaluated']} evaluated, "
+              f"front HV {100 * f['hv_ratio']:.2f}% of exhaustive (archive "
+              f"{100 * r['archive']['hv_ratio']:.2f}%), random {100 * r['random']['hv_ratio_mean']:.2f}%; "
+              f"best acc {f['best_accuracy']} vs {r['exhaustive_best_accuracy']:.3f}; "
+              f"{r['wall_s']:.0f} s", flush=True)
     ok = [r for r in runs if "error" not in r]
     summary = {}
     if ok:
