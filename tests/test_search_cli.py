@@ -58,6 +58,7 @@ def test_search_nasbench201_end_to_end_verified(work):
     out = d / "run1"
     r = run(["--space", "nasbench201", "--device", dev, "--latency-ms", f"{budget:.6f}", "--quick",
              "--iterations", "1", "--out", out], cwd=d)
+    assert r.exit_code in (0, 1), r.output
     picks = pd.read_csv(out / "picks.csv")
     archive = pd.read_csv(out / "archive.csv")
     assert list(picks.columns[:4]) == ["arch", "accuracy", "latency_ms", "measured_ms"]
@@ -116,8 +117,8 @@ def test_kill_9_then_resume(tmp_path):
     kept as it was, and the rerun finishes every iteration once."""
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "hwnat.cli.main", "-v", "search", *CSV_ARGS, "--latency-ms", "8",
-            "--initial", "10", "--candidates", "4", "--iterations", "4", "--population", "20",
-            "--generations", "5", "--out", str(out)]
+            "--initial", "10", "--candidates", "4", "--iterations", "3", "--population", "16",
+            "--generations", "4", "--out", str(out)]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     state = out / "state.json"
@@ -137,17 +138,17 @@ def test_kill_9_then_resume(tmp_path):
     p.wait(60)
     assert before is not None and p.returncode == -signal.SIGKILL, "the run was not killed mid-way"
     st = json.loads(state.read_text())
-    assert st["done_iteration"] < 4
+    assert st["done_iteration"] < 3
     done_rows = {r["arch"]: r["accuracy"] for r in st["archive"]}
     r = subprocess.run(args, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stderr
     final = json.loads(state.read_text())
-    assert final["done_iteration"] == 4
-    assert [h["iteration"] for h in final["history"]] == [1, 2, 3, 4]
+    assert final["done_iteration"] == 3
+    assert [h["iteration"] for h in final["history"]] == [1, 2, 3]
     after = {r["arch"]: r["accuracy"] for r in final["archive"]}
     assert all(after[a] == v for a, v in done_rows.items())
-    assert len(after) == 10 + 4 * 4
+    assert len(after) == 10 + 3 * 4
 
 
 @pytest.mark.parametrize("extra, message", [

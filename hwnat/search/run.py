@@ -218,7 +218,7 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
     if req.verify and picks:
         t1 = time.perf_counter()
         with phase("verify picks on the device") as cb:
-            measure_picks(space, picks, paths, list(devices), budgets, progress=cb)
+            measure_picks(space, picks, paths, list(canon), budgets, progress=cb)
         times["verification"] = time.perf_counter() - t1
     write_outputs(search, picks)
     wall = time.perf_counter() - t0
