@@ -4,7 +4,8 @@ every pick exported and measured end to end (the search's own verification).
 1. ``hwnat spaces sample`` draws ``--subnets`` (30) random ofa-mbv3 subnets and ``hwnat measure --device
    cpu`` times them end to end: the space's measured latency distribution on this device;
 2. budgets at its 25th, 50th and 75th percentiles; for each budget and each of 3 seeds one search
-   (``hwnat search --latency-ms B --seed S``; ``--quick`` unless ``--full``);
+   (``hwnat search --latency-ms B --seed S`` over all the space's resolutions; ``--quick`` with its
+   settings pinned (``QUICK_ARGS``) unless ``--full``);
 3. from ``picks.csv`` (``measured_ms`` = the verification measurement): the share of all picks measuring
    <= budget (target >= 95%), and per budget the median over seeds of the best pick's slack
    (budget - measured) / budget (target <= 5% at the two lower budgets: the pick uses the budget).
@@ -29,6 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _search_runs import WORK, hwnat, machine, read_csv, save, search  # noqa: E402
 
 from hwnat.search.metrics import BUDGET_PERCENTILES, percentile_budgets  # noqa: E402
+from hwnat.spaces import get_space  # noqa: E402
+
+#: ``--quick`` settings of the search CLI when this benchmark was written, pinned
+QUICK_ARGS = ["--initial", "8", "--iterations", "2", "--candidates", "4", "--population", "24",
+              "--generations", "8", "--warmup-epochs", "1", "--picks", "2"]
 
 
 def measured_space(work: Path, n: int, seed: int) -> pd.DataFrame:
@@ -63,7 +69,11 @@ def main(argv=None) -> int:
     budgets = percentile_budgets(lat, a.percentiles)
     print(f"{len(lat)} random ofa-mbv3 subnets on cpu: {lat.min():.2f}..{lat.max():.2f} ms; budgets "
           + ", ".join(f"p{q:g} {b:.2f} ms" for q, b in zip(a.percentiles, budgets)), flush=True)
-    mode = [] if a.full else ["--quick"]
+    # the budgets come from subnets over all of the space's resolutions, so the search covers them too
+    # (--quick alone searches 224 only); the quick settings are pinned so that runs stay comparable
+    mode = [] if a.full else ["--quick", *QUICK_ARGS]
+    for r in get_space("ofa-mbv3").resolutions:
+        mode += ["--resolution", str(r)]
     runs = []
     for q, budget in zip(a.percentiles, budgets):
         budget = float(budget)
@@ -101,6 +111,7 @@ def main(argv=None) -> int:
           f"slack {summary['best_pick_median_slack_pct']}")
     path = save("budget_cpu", {"setting": {"space": "ofa-mbv3", "device": "cpu", "task": "default (mnist)",
                                            "mode": "default" if a.full else "quick", "seeds": a.seeds,
+                                           "search_mode_args": mode,
                                            "percentiles": a.percentiles, "search_args": a.search_args.split()},
                                "machine": machine(),
                                "space_latency_ms": {"n": int(len(lat)), "min": float(lat.min()),

@@ -9,7 +9,9 @@ truth tables; the hypervolume of their 4-D front (all objectives minimised) is d
 exhaustive front of all 15,625 cells within the budgets, with one fixed reference point (the exhaustive
 front's nadir pushed out by 10% of its range).
 
-Run: ``python benchmarks/search_many_objectives.py``. Writes ``benchmarks/results/search_many_objectives.json``.
+The search runs through the CLI's command object in a worker process, picks not exported (see
+``_search_runs._in_process``). Run: ``python benchmarks/search_many_objectives.py --search-args
+"--initial 16 --iterations 8 --candidates 6"``. Writes ``benchmarks/results/search_many_objectives.json``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _search_runs import WORK, machine, read_csv, save, search  # noqa: E402
+from _search_runs import WORK, machine, read_csv, save, search_many  # noqa: E402
 
 from hwnat.data import accuracy_dataset  # noqa: E402
 from hwnat.search.metrics import hypervolume, load_truth, pareto_mask, percentile_budgets, reference_point  # noqa: E402
@@ -57,13 +59,13 @@ def main(argv=None) -> int:
     print(f"exhaustive 4-objective front within {d1} <= {b1:.3f} ms and {d2} <= {b2:.3f} ms: "
           f"{len(best)} of {len(rows)} feasible cells; HV {hv_best:.4g}", flush=True)
 
-    out = a.work / f"seed{a.seed}"
+    out = (a.work / f"seed{a.seed}").resolve()
     args = ["--space", "nasbench201", "--objective", "error", "--objective", "latency", "--objective", "flops",
             "--device", d1, "--device", d2, "--latency-model", "csv:",
             "--accuracy", f"{accuracy_dataset('nasbench201')}:{ACCURACY_COLUMN}",
             "--latency-ms", f"{d1}={b1:.6g}", "--latency-ms", f"{d2}={b2:.6g}", "--no-verify",
             "--seed", a.seed, *a.search_args.split()]
-    run = search(out, args)
+    run = search_many([(out, args)])[str(out)]
     res = {"setting": {"space": "nasbench201", "devices": a.devices, "budgets_ms": [b1, b2],
                        "percentile": a.percentile, "accuracy_column": ACCURACY_COLUMN, "seed": a.seed,
                        "objectives": ["error_pct", f"latency_{d1}_ms", f"latency_{d2}_ms", "flops_m"],
