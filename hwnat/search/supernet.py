@@ -54,10 +54,15 @@ log = logging.getLogger(__name__)
 #: progress callback: (done, total, label)
 Progress = Callable[[int, int, str], None]
 FORMAT, VERSION = "hwnat-ofa-supernet", 1
-#: smallest proxy input side (pixels): 5 stride-2 stages leave a 1x1 map at 32
-MIN_PX = 32
-#: default proxy scale on CPU: r = 192..256 trains/evaluates at 32..38 px
-CPU_PROXY_SCALE = 0.15
+#: smallest proxy input side (pixels): the 5 stride-2 stages leave a 1x1 map at 24
+MIN_PX = 24
+#: default proxy scale on CPU: r = 192..256 trains/evaluates at 24..32 px
+CPU_PROXY_SCALE = 0.125
+
+
+def proxy_input(x: torch.Tensor, px: int) -> torch.Tensor:
+    """A batch resized to ``px`` in channels-last layout (2-2.5x faster depthwise convs on CPU, measured)."""
+    return resize(x, px).contiguous(memory_format=torch.channels_last)
 
 
 def proxy_px(r: int, proxy_scale: float) -> int:
@@ -155,14 +160,14 @@ def sandwich_step(net: OFASupernet, x: torch.Tensor, y: torch.Tensor, largest: O
     """Accumulate the gradients of one sandwich step (no optimizer step): the largest subnet on the labels,
     every other subnet on the largest's soft labels. Returns the largest subnet's loss."""
     net.set_active(largest)
-    logits = net(resize(x, proxy_px(largest.r, proxy_scale)))
+    logits = net(proxy_input(x, proxy_px(largest.r, proxy_scale)))
     loss = F.cross_entropy(logits, y)
     loss.backward()
     soft = F.softmax(logits.detach(), dim=1)
     value = loss.item()
     for arch in others:
         net.set_active(arch)
-        distill_loss(net(resize(x, proxy_px(arch.r, proxy_scale))), soft).backward()
+        distill_loss(net(proxy_input(x, proxy_px(arch.r, proxy_scale))), soft).backward()
     return value
 
 
@@ -188,7 +193,7 @@ def accuracy_percent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, px: int
     model.eval()
     correct = 0
     for i in range(0, len(y), batch):
-        xb = resize(x[i:i + batch], px)
+        xb = proxy_input(x[i:i + batch], px)
         correct += int((model(xb).argmax(1) == y[i:i + batch]).sum())
     return 100.0 * correct / max(1, len(y))
 
@@ -244,7 +249,7 @@ class SupernetAccuracy:
         space: an ``OFAMobileNetV3Space`` (its resolutions and widths are what is sampled).
         task: the data (``hwnat.search.tasks.load_task``).
         width: one width multiplier or several (one supernet each); default: the space's widths.
-        proxy_scale: training/evaluation input side = ``max(32, round(r * proxy_scale))`` pixels; default
+        proxy_scale: training/evaluation input side = ``max(MIN_PX, round(r * proxy_scale))`` pixels; default
             ``CPU_PROXY_SCALE`` on CPU, 1.0 (the architecture's own resolution) on CUDA.
         supernet_path: a checkpoint to start from (``--supernet``); corrupt -> BadInputError naming it.
         seed: fixes initial weights, batch order, sampled subnets and calibration images.
@@ -287,7 +292,8 @@ class SupernetAccuracy:
         self.progress = progress
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.nets = {_width_key(w): OFASupernet(w, task.classes).to(self.device) for w in self.widths}
+            self.nets = {_width_key(w): OFASupernet(w, task.classes).to(self.device, memory_format=torch.channels_last)
+                         for w in self.widths}
         self.optimizers = {k: self._optimizer(net, self.lr) for k, net in self.nets.items()}
         self.rng = np.random.default_rng(self.seed)
         self.epochs_done = {k: 0 for k in self.nets}
@@ -375,9 +381,9 @@ class SupernetAccuracy:
         """Validation top-1 (percent) of one subnet: extract, recalibrate BN, evaluate at the proxy size."""
         net = self.nets[_width_key(arch.w)]
         px = proxy_px(arch.r, self.proxy_scale)
-        sub = net.extract(arch)
-        x = self.task.x_train[torch.as_tensor(self._calib)]
-        calib = [resize(x[i:i + 128], px).to(self.device) for i in range(0, len(x), 128)]
+        sub = net.extract(arch).to(memory_format=torch.channels_last)
+        x = self.task.x_train[torch.as_tensor(self._calib)].to(self.device)
+        calib = [proxy_input(x[i:i + 128], px) for i in range(0, len(x), 128)]
         recalibrate_bn(sub, calib)
         n_val = len(self.task.y_val) if self.max_val is None else min(self.max_val, len(self.task.y_val))
         return accuracy_percent(sub, self.task.x_val[:n_val].to(self.device),
