@@ -81,6 +81,12 @@ def _fill(devices, per: dict, common, option: str) -> dict:
 @click.option("--generations", type=click.IntRange(min=1), default=None,
               help="NSGA-III generations per iteration [20; quick 8].")
 @click.option("--warmup-epochs", type=click.IntRange(min=0), default=None, help="Supernet warm-up epochs [3; quick 1].")
+@click.option("--max-train", type=click.IntRange(min=1), default=None,
+              help="Train the supernet on at most this many task images [all; quick 1000].")
+@click.option("--max-val", type=click.IntRange(min=1), default=None,
+              help="Evaluate subnets on at most this many validation images [1000; quick 400].")
+@click.option("--adapt-steps", type=click.IntRange(min=0), default=None,
+              help="Supernet fine-tuning steps of each online adaptation [10; quick 5; 0 = none].")
 @click.option("--quick", is_flag=True, help="Small settings for a smoke test (a few minutes on a CPU).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--no-verify", "no_verify", is_flag=True, help="Do not export and measure the picks on the devices.")
@@ -90,7 +96,7 @@ def _fill(devices, per: dict, common, option: str) -> dict:
 @click.pass_context
 def search(ctx, space, devices, budgets, latency_models, predictors, confidence, objectives, accuracy, task,
            supernet, proxy_scale, width, resolutions, iterations, initial, candidates, picks, population,
-           generations, warmup_epochs, quick, seed, no_verify, torch_device, out):
+           generations, warmup_epochs, max_train, max_val, adapt_steps, quick, seed, no_verify, torch_device, out):
     """Search SPACE for accurate architectures within a latency budget on each device (NAT: supernet or
     accuracy table, surrogate, NSGA-III), then export the picks and measure them on the devices.
 
@@ -116,7 +122,8 @@ def search(ctx, space, devices, budgets, latency_models, predictors, confidence,
         raise BadInputError(f"--confidence {confidence}: expected a probability in [0.5, 1)")
     out = out or Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
     overrides = {"iterations": iterations, "initial": initial, "candidates": candidates, "picks": picks,
-                 "pop_size": population, "generations": generations, "warmup_epochs": warmup_epochs}
+                 "pop_size": population, "generations": generations, "warmup_epochs": warmup_epochs,
+                 "max_train": max_train, "max_val": max_val, "adapt_steps": adapt_steps}
     req = SearchRequest(space=space, devices=devices, budgets_ms=budgets_ms, latency_models=models,
                         predictors=preds, confidence=confidence,
                         objectives=tuple(objectives) or ("error", "latency"), accuracy=accuracy, task=task,

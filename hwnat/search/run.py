@@ -278,9 +278,12 @@ def _proxy_scale(req: SearchRequest) -> float:
 
 def supernet_cache_path(space, task, width: float, proxy: float, epochs: int, seed: int) -> Path:
     """Where a warmed-up supernet is kept for later runs on the same task and space:
-    ``supernets/<space>-<task>-w<width>-p<proxy>-e<epochs>-s<seed>.pt`` under the current folder."""
+    ``supernets/<space>-<task>-c<classes>-n<train images>-w<width>-p<proxy>-e<epochs>-s<seed>.pt`` under
+    the current folder (a different training subset, width, proxy scale, epoch count or seed is another
+    supernet)."""
     tname = Path(task.name).name.replace(" ", "_")
-    return Path("supernets") / f"{space.name}-{tname}-c{task.classes}-w{width:g}-p{proxy:g}-e{epochs}-s{seed}.pt"
+    n = len(task.y_train)
+    return Path("supernets") / f"{space.name}-{tname}-c{task.classes}-n{n}-w{width:g}-p{proxy:g}-e{epochs}-s{seed}.pt"
 
 
 def _supernet(req: SearchRequest, space, task, proxy: float, out: Path, phase):
