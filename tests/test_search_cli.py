@@ -224,3 +224,28 @@ def test_supernet_bad_inputs(tmp_path):
     Image.new("RGB", (8, 8)).save(one / "a.png")
     r = run([*ofa, "--task", tmp_path / "one", "--out", tmp_path / "o2"])
     assert r.exit_code == 2 and "class subfolder" in r.output
+
+
+def test_confidence_constrains_predictor_upper_bound(tmp_path):
+    """With --confidence the budget applies to the predictor's upper bound: every pick's upper bound is
+    within it, and picks.csv carries latency_ms_hi (DESIGN.md contract)."""
+    from hwnat.data import latency_dataset
+    from hwnat.latency.predictor import LatencyPredictor
+
+    df = pd.read_csv(latency_dataset("nasbench201")).sample(40, random_state=2)
+    model = LatencyPredictor.fit("nasbench201", df["arch"].tolist(), df["pixel3"].to_numpy(), target="pixel3")
+    model.save(tmp_path / "p.json")
+    dev = tiny_device(tmp_path / "tinycpu.yaml")
+    budget = float(np.median(df["pixel3"]))
+    out = tmp_path / "conf"
+    r = run(["--space", "nasbench201", "--device", dev, "--latency-model", "predictor", "--predictor",
+             tmp_path / "p.json", "--confidence", "0.9", "--latency-ms", f"{budget:.4f}", "--no-verify", "--quick",
+             "--iterations", "1", "--picks", "1", "--out", out], cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    picks = pd.read_csv(out / "picks.csv")
+    assert list(picks.columns[:4]) == ["arch", "accuracy", "latency_ms", "latency_ms_hi"]
+    assert (picks["latency_ms_hi"] > picks["latency_ms"]).all() and (picks["latency_ms_hi"] <= budget).all()
+    g = model.features.genomes(picks["arch"].tolist())
+    assert np.allclose(picks["latency_ms_hi"], model.predict_genomes(g)[2], rtol=1e-5)
+    archive = pd.read_csv(out / "archive.csv")
+    assert list(archive["feasible"]) == list(archive["latency_ms_hi_tinycpu"] <= budget)
