@@ -10,6 +10,13 @@ import click
 from hwnat.cli._common import err
 from hwnat.cli._progress import progress_bar
 from hwnat.errors import BadInputError
+from hwnat.search.run import FULL, QUICK
+
+
+def _d(key: str) -> str:
+    """``[full default; quick default]`` for a help text."""
+    f, q = FULL[key], QUICK[key]
+    return f"[{'all' if f is None else f}; quick {q}]"
 
 
 def _per_device(values: tuple[str, ...], option: str, number: bool = False) -> tuple[dict, object]:
@@ -71,23 +78,24 @@ def _fill(devices, per: dict, common, option: str) -> dict:
               help="Supernet width multiplier (one supernet per width, as NAT).")
 @click.option("--resolution", "-r", "resolutions", type=int, multiple=True,
               help="Restrict the resolutions searched (spaces that search them; ofa-mbv3: 192..256 step 4).")
-@click.option("--iterations", type=click.IntRange(min=0), default=None, help="NAT iterations [5; quick 2].")
-@click.option("--initial", type=click.IntRange(min=4), default=None, help="Initial archive size [20; quick 8].")
+@click.option("--iterations", type=click.IntRange(min=0), default=None, help=f"NAT iterations {_d('iterations')}.")
+@click.option("--initial", type=click.IntRange(min=4), default=None, help=f"Initial archive size {_d('initial')}.")
 @click.option("--candidates", type=click.IntRange(min=1), default=None,
-              help="Architectures evaluated per iteration [6; quick 4].")
+              help=f"Architectures evaluated per iteration {_d('candidates')}.")
 @click.option("--picks", type=click.IntRange(min=0), default=None,
-              help="Picks besides the most accurate one, spread along the front [3; quick 2].")
-@click.option("--population", type=click.IntRange(min=4), default=None, help="NSGA-III population [60; quick 24].")
+              help=f"Picks besides the most accurate one, spread along the front {_d('picks')}.")
+@click.option("--population", type=click.IntRange(min=4), default=None, help=f"NSGA-III population {_d('pop_size')}.")
 @click.option("--generations", type=click.IntRange(min=1), default=None,
-              help="NSGA-III generations per iteration [20; quick 8].")
-@click.option("--warmup-epochs", type=click.IntRange(min=0), default=None, help="Supernet warm-up epochs [3; quick 1].")
+              help=f"NSGA-III generations per iteration {_d('generations')}.")
+@click.option("--warmup-epochs", type=click.IntRange(min=0), default=None, help=f"Supernet warm-up epochs {_d('warmup_epochs')}.")
 @click.option("--max-train", type=click.IntRange(min=1), default=None,
-              help="Train the supernet on at most this many task images [all; quick 1000].")
+              help=f"Train the supernet on at most this many task images {_d('max_train')}.")
 @click.option("--max-val", type=click.IntRange(min=1), default=None,
-              help="Evaluate subnets on at most this many validation images [1000; quick 400].")
+              help=f"Evaluate subnets on at most this many validation images {_d('max_val')}.")
 @click.option("--adapt-steps", type=click.IntRange(min=0), default=None,
-              help="Supernet fine-tuning steps of each online adaptation [10; quick 5; 0 = none].")
-@click.option("--quick", is_flag=True, help="Small settings for a smoke test (a few minutes on a CPU).")
+              help=f"Supernet fine-tuning steps of each online adaptation (0: none) {_d('adapt_steps')}.")
+@click.option("--quick", is_flag=True,
+              help="Small settings for a smoke test (ofa-mbv3: one resolution, 224, unless --resolution).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
 @click.option("--no-verify", "no_verify", is_flag=True, help="Do not export and measure the picks on the devices.")
 @click.option("--torch-device", default="cpu", show_default=True, help="Where the supernet trains (cpu, cuda).")
