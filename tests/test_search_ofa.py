@@ -5,7 +5,6 @@ protocol), picks exported with the supernet's inherited weights and verified wit
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
