@@ -25,6 +25,7 @@ Writes ``benchmarks/results/search_quality.json``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -93,6 +94,11 @@ def one_run(truth, device: str, q: float, budget_ms: float, seed: int, out: Path
         rec["front"] = front_quality(truth, truth.index(list(pareto["arch"]), what=str(out / "pareto.csv")),
                                      budget_ms, ref, hv_best)
         rec["front"]["size"] = int(len(pareto))
+    state = out / "state.json"
+    if state.exists():  # the surrogate chosen each iteration (adaptive switching) and its CV Kendall tau
+        hist = json.loads(state.read_text()).get("history", [])
+        rec["surrogates"] = [{"iteration": h["iteration"], "chosen": h["surrogate"],
+                              "tau": h["taus"][h["surrogate"]]} for h in hist if "surrogate" in h]
     rng = np.random.default_rng(1000 + seed)
     rs = [random_search(truth, len(evaluated), budget_ms, ref, hv_best, rng) for _ in range(repeats)]
     rec["random"] = {"hv_ratio_mean": float(np.mean([r["hv_ratio"] for r in rs])),
