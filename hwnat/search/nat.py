@@ -189,7 +189,8 @@ class NATSearch:
             cols.append(f"latency_ms_{d}")
             if self.obj.confidence is not None:
                 cols.append(f"latency_ms_hi_{d}")
-        cols += ["flops_m", "params_m", "feasible", "accuracy_source", "accuracy_evaluated_at", "latency_source"]
+        cols += ["flops_m", "params_m", "feasible", "accuracy_source", "accuracy_evaluated_at", "latency_source",
+                 "proxy_scale"]
         return cols
 
     # ---- the loop ----------------------------------------------------------------------------------
@@ -344,7 +345,7 @@ class NATSearch:
                  "accuracy": float(acc[i]), "error": float(100 - acc[i]),
                  "predicted_accuracy": c.get("predicted_accuracy"), "feasible": bool(feas[i]),
                  "accuracy_source": self.acc.name, "accuracy_evaluated_at": c["iteration"],
-                 "latency_source": how}
+                 "latency_source": how, "proxy_scale": self.s.proxy_scale}
             r.update({k: float(v[i]) for k, v in cols.items()})
             rows.append(r)
         return rows
@@ -445,7 +446,8 @@ def write_outputs(search: NATSearch, picks: list[dict]) -> None:
 
 def picks_columns(search: NATSearch, picks: list[dict]) -> list[str]:
     """``arch,accuracy,latency_ms[,latency_ms_hi][,measured_ms]`` for the first device, then per-device
-    columns for every device, FLOPs, params and whether the budget holds."""
+    columns for every device, FLOPs, params, whether the budget holds, and the proxy scale accuracy was
+    measured at (1.0: full resolution or a table)."""
     devs = list(search.obj.models)
     cols = ["arch", "accuracy", "latency_ms"]
     if search.obj.confidence is not None:
@@ -463,14 +465,14 @@ def picks_columns(search: NATSearch, picks: list[dict]) -> list[str]:
     cols += ["flops_m", "params_m"]
     if verified:
         cols.append("within_budget")
-    return cols
+    return cols + ["proxy_scale"]
 
 
 def picks_rows(search: NATSearch, picks: list[dict]) -> list[dict]:
     d0 = next(iter(search.obj.models))
     out = []
     for p in picks:
-        r = dict(p)
+        r = dict(p, proxy_scale=search.s.proxy_scale)
         r["latency_ms"] = p[f"latency_ms_{d0}"]
         if f"latency_ms_hi_{d0}" in p:
             r["latency_ms_hi"] = p[f"latency_ms_hi_{d0}"]
