@@ -73,6 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--full", action="store_true", help="Default search settings instead of --quick.")
     ap.add_argument("--search-args", default="", help="Extra options for every `hwnat search` (one string).")
     ap.add_argument("--work", type=Path, default=WORK / "budget_cpu")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="Only measure the subnets and record the budgets (no profiling, no search).")
     ap.add_argument("--resolution", type=int, nargs="+", default=[224],
                     help="Resolutions of the measured subnets and of the search (default: --quick's 224).")
     a = ap.parse_args(argv)
@@ -82,6 +84,14 @@ def main(argv=None) -> int:
     budgets = percentile_budgets(lat, a.percentiles)
     print(f"{len(lat)} random ofa-mbv3 subnets (r = {a.resolution}) on cpu: {lat.min():.2f}..{lat.max():.2f} ms; "
           "budgets " + ", ".join(f"p{q:g} {b:.2f} ms" for q, b in zip(a.percentiles, budgets)), flush=True)
+    space_rec = {"n": int(len(lat)), "resolutions": a.resolution, "min": float(lat.min()),
+                 "median": float(np.median(lat)), "max": float(lat.max()), "budgets": budgets.tolist(),
+                 "measured": space.to_dict(orient="records")}
+    if a.measure_only:
+        path = save("budget_cpu", {"setting": {"space": "ofa-mbv3", "device": "cpu", "measure_only": True},
+                                   "machine": machine(), "space_latency_ms": space_rec})
+        print(f"wrote {path} (measurements only)")
+        return 0
     # the latency table first, once (the parallel searches would each profile the missing blocks)
     rc, _ = hwnat(["profile", "--device", "cpu", "--space", "ofa-mbv3", *[f"--resolution={r}" for r in a.resolution],
                    "--out", WORK / "latency_tables" / "cpu" / "ofa-mbv3.json"], work / "profile.log")
@@ -135,9 +145,7 @@ def main(argv=None) -> int:
                                            "search_mode_args": mode,
                                            "percentiles": a.percentiles, "search_args": a.search_args.split()},
                                "machine": machine(),
-                               "space_latency_ms": {"n": int(len(lat)), "min": float(lat.min()),
-                                                    "median": float(np.median(lat)), "max": float(lat.max()),
-                                                    "budgets": budgets.tolist()},
+                               "space_latency_ms": space_rec,
                                "summary": summary, "runs": runs})
     print(f"wrote {path}")
     return 0

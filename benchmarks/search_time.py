@@ -35,6 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=sorted(TARGET_S), default=None)
     ap.add_argument("--budget-ms", type=float, default=20.0)
     ap.add_argument("--work", type=Path, default=WORK / "time")
+    ap.add_argument("--search-args", default="", help="Extra options (one string), recorded in the command.")
     ap.add_argument("--table-from", type=Path, default=WORK,
                     help="A folder whose latency_tables/ the runs use (none: profile the table first).")
     a = ap.parse_args(argv)
@@ -48,22 +49,22 @@ def main(argv=None) -> int:
         if table.exists():
             (cwd / LUT).parent.mkdir(parents=True)
             shutil.copy2(table, cwd / LUT)
-        lut_before = (cwd / LUT).exists()
+        lut_before = len(json.loads((cwd / LUT).read_text())["entries"]) if (cwd / LUT).exists() else 0
         out = cwd / "out"
         before = machine()
-        run = search(out, ["--latency-ms", a.budget_ms, *(["--quick"] if mode == "quick" else [])], rerun=True,
-                     cwd=cwd)
+        args = ["--latency-ms", a.budget_ms, *(["--quick"] if mode == "quick" else []), *a.search_args.split()]
+        run = search(out, args, rerun=True, cwd=cwd)
         picks = read_csv(out / "picks.csv")
         state = json.loads((out / "state.json").read_text()) if (out / "state.json").exists() else {}
-        res[mode] = {"command": "hwnat search --latency-ms " + f"{a.budget_ms:g}" + (" --quick" if mode == "quick" else ""),
+        res[mode] = {"command": "hwnat search " + " ".join(map(str, args)),
                      "rc": run["rc"], "wall_s": run["wall_s"], "target_s": TARGET_S[mode],
                      "within_target": run["rc"] == 0 and run["wall_s"] <= TARGET_S[mode],
-                     "lut_existed_before": lut_before, "machine_before": before, "machine_after": machine(),
+                     "table_entries_before": lut_before, "machine_before": before, "machine_after": machine(),
                      "out": str(out), "picks": None if picks is None else picks.to_dict(orient="records"),
                      "settings": state.get("settings")}
         print(f"{res[mode]['command']}: exit {run['rc']}, {run['wall_s']:.0f} s (target <= {TARGET_S[mode]:.0f} s), "
               f"load average before {before['load_average']}, after {res[mode]['machine_after']['load_average']}"
-              + ("" if lut_before else "; the cpu latency table was profiled first"), flush=True)
+              + f"; {lut_before} latency table entries there before", flush=True)
     path = save("time", {"runs": res})
     print(f"wrote {path}")
     return 0
