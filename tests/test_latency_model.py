@@ -1,0 +1,166 @@
+"""LatencyModel: table (really profiled on this CPU with ONNX Runtime, resumed), measure (really timed,
+cached), predictor (a real XGBoost-era predictor file with its interval), csv (exact lookup) and the
+factory's errors. Tiny settings: NAS-Bench-201's 16 blocks, a short measurement protocol."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from hwnat.errors import BadInputError
+from hwnat.latency.model import (
+    CsvLatency,
+    MeasuredLatency,
+    PredictorLatency,
+    TableLatency,
+    open_latency_model,
+    search_bounds,
+)
+from hwnat.spaces import get_space
+
+
+def tiny_device(path, name="tinycpu"):
+    """A cpu device file with a short protocol (real ORT timing, fewer and shorter rounds)."""
+    data = {"name": name, "description": "test cpu, short protocol", "transport": {"kind": "local"},
+            "runtime": {"kind": "onnxruntime", "threads": 1, "precision": "fp32",
+                        "provider": "CPUExecutionProvider"},
+            "measure": {"warmup_s": 0.01, "warmup_runs": 2, "rounds": 2, "min_round_s": 0.01,
+                        "unstable_tolerance": 0.5, "max_remeasure": 0}}
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def nb201():
+    return get_space("nasbench201")
+
+
+@pytest.fixture(scope="module")
+def table_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("lut")
+
+
+def test_table_model_profiles_missing_table_then_resumes(nb201, table_dir, monkeypatch):
+    monkeypatch.chdir(table_dir)
+    dev = tiny_device(table_dir / "tinycpu.yaml")
+    seen = []
+    m = open_latency_model("table", nb201, dev, progress=lambda d, t, label: seen.append((d, t)))
+    assert isinstance(m, TableLatency) and m.device == "tinycpu"
+    path = table_dir / "latency_tables" / "tinycpu" / "nasbench201.json"
+    assert m.path.resolve() == path.resolve() and seen and seen[-1][0] == seen[-1][1] == len(nb201.all_blocks())
+    g = nb201.sample_genomes(np.random.default_rng(0), 50)
+    ms = m.ms(g)
+    # the model's sum equals summing the table file's entries over each architecture's blocks
+    entries = json.loads(path.read_text())["entries"]
+    for row, v in zip(g[:5], ms[:5], strict=True):
+        blocks = nb201.blocks(nb201.decode(row))
+        assert v == pytest.approx(sum(entries[b.key]["median_ms"] for b in blocks))
+    # drop two entries: reopening measures only those two, the others are kept as they were
+    d = json.loads(path.read_text())
+    dropped = list(d["entries"])[:2]
+    kept = {k: v["median_ms"] for k, v in d["entries"].items() if k not in dropped}
+    for k in dropped:
+        del d["entries"][k]
+    path.write_text(json.dumps(d))
+    seen.clear()
+    m2 = open_latency_model("table", nb201, dev, progress=lambda d, t, label: seen.append((d, t, label)))
+    assert set(dropped) <= set(m2.table.entries)
+    assert {k: m2.table.entries[k]["median_ms"] for k in kept} == kept
+    assert [s for s in seen if s[2] != "done"] == [(14, 16, dropped[0]), (15, 16, dropped[1])]
+
+
+def test_table_extremes_match_brute_force(nb201, table_dir, monkeypatch):
+    monkeypatch.chdir(table_dir)
+    m = open_latency_model("table", nb201, tiny_device(table_dir / "tinycpu.yaml"))
+    lo, hi = nb201.genome_bounds()
+    grid = np.stack(np.meshgrid(*[np.arange(a, b + 1) for a, b in zip(lo, hi, strict=True)],
+                                indexing="ij"), -1).reshape(-1, len(lo))
+    all_ms = m.ms(grid)
+    e = m.extremes()
+    assert e["fastest_ms"] == pytest.approx(all_ms.min())
+    assert e["slowest_ms"] == pytest.approx(all_ms.max())
+    assert m.ms(nb201.encode(nb201.parse(e["fastest_arch"]))[None])[0] == pytest.approx(all_ms.min())
+
+
+def test_measure_model_caches_by_arch(nb201, tmp_path):
+    dev = tiny_device(tmp_path / "tinycpu.yaml")
+    m = open_latency_model("measure", nb201, dev, cache_dir=tmp_path)
+    assert isinstance(m, MeasuredLatency) and m.expensive
+    g = nb201.sample_genomes(np.random.default_rng(1), 2)
+    g = np.vstack([g, g[:1]])  # a repeat is measured once
+    ms = m.ms(g)
+    assert ms.shape == (3,) and np.all(ms > 0) and ms[0] == ms[2]
+    cache = tmp_path / "measured-tinycpu-nasbench201.csv"
+    rows = pd.read_csv(cache)
+    assert len(rows) == 2
+    # a new model over the same cache measures nothing again (the file is unchanged) and agrees
+    before = cache.read_bytes()
+    m2 = open_latency_model("measure", nb201, dev, cache_dir=tmp_path)
+    assert np.array_equal(m2.ms(g), ms)
+    assert cache.read_bytes() == before
+
+
+def test_csv_model_exact_lookup_and_missing_arch(nb201, tmp_path):
+    from hwnat.data import latency_dataset
+
+    df = pd.read_csv(latency_dataset("nasbench201"))
+    m = open_latency_model("csv::pixel3", nb201, "pixel3")
+    assert isinstance(m, CsvLatency) and m.column == "pixel3"
+    rows = df.sample(20, random_state=0)
+    g = nb201.encode_many(nb201.parse_many(rows["arch"].tolist()))
+    assert np.array_equal(m.ms(g), rows["pixel3"].to_numpy())
+    e = m.extremes()
+    assert e["fastest_ms"] == df["pixel3"].min() and e["slowest_ms"] == df["pixel3"].max()
+    small = tmp_path / "small.csv"
+    rows.head(3)[["arch", "pixel3"]].rename(columns={"pixel3": "lat"}).to_csv(small, index=False)
+    m3 = open_latency_model(f"csv:{small}:lat", nb201, "whatever")
+    assert np.array_equal(m3.ms(g[:3]), rows["pixel3"].to_numpy()[:3])
+    with pytest.raises(BadInputError, match="has no latency for"):
+        m3.ms(g[3:4])
+    with pytest.raises(BadInputError, match="no column 'nope'"):
+        open_latency_model(f"csv:{small}:nope", nb201, "x")
+    with pytest.raises(BadInputError, match="not found"):
+        open_latency_model(f"csv:{tmp_path / 'none.csv'}:lat", nb201, "x")
+
+
+def test_predictor_model_interval(nb201, tmp_path):
+    from hwnat.data import latency_dataset
+    from hwnat.latency.predictor import LatencyPredictor
+
+    df = pd.read_csv(latency_dataset("nasbench201")).sample(40, random_state=1)
+    p = LatencyPredictor.fit("nasbench201", df["arch"].tolist(), df["pixel3"].to_numpy(), target="pixel3")
+    path = p.save(tmp_path / "p.json")
+    m = open_latency_model("predictor", nb201, "cpu", predictor=path)
+    assert isinstance(m, PredictorLatency) and m.has_interval
+    g = nb201.encode_many(nb201.parse_many(df["arch"].tolist()[:10]))
+    ms = m.ms(g)
+    ref, lo_ref, hi_ref = p.predict_genomes(g)
+    assert np.allclose(ms, ref)
+    lo, hi = m.interval(g, p.interval["coverage"])
+    assert np.allclose(lo, lo_ref) and np.allclose(hi, hi_ref)
+    lo2, hi2 = m.interval(g, 0.98)  # a wider coverage gives a wider interval around the same estimate
+    assert np.all(hi2 > hi) and np.all(lo2 < lo) and np.allclose(np.sqrt(lo2 * hi2), ms)
+    assert np.allclose(m.upper_ms(g, p.interval["coverage"]), hi_ref)
+
+
+def test_factory_errors(nb201, tmp_path):
+    with pytest.raises(BadInputError, match="unknown latency model 'lut'"):
+        open_latency_model("lut", nb201, "cpu")
+    with pytest.raises(BadInputError, match="unknown device"):
+        open_latency_model("measure", nb201, "no-such-device")
+    with pytest.raises(BadInputError, match="no latency predictor"):
+        open_latency_model("predictor", nb201, "cpu")
+    with pytest.raises(BadInputError, match="gives no interval"):
+        open_latency_model("csv::pixel3", nb201, "pixel3").interval(np.zeros((1, 6), dtype=int), 0.9)
+
+
+def test_search_bounds_narrow_to_sampled_values():
+    sp = get_space("ofa-mbv3", resolutions=(200, 204))
+    lo, hi = search_bounds(sp)
+    g = sp.sample_genomes(np.random.default_rng(0), 500)
+    assert np.all(g >= lo) and np.all(g <= hi)
+    assert {sp.decode(lo).r, sp.decode(hi).r} == {200, 204}
