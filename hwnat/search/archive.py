@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnat._io import write_atomic
 from hwnat.errors import BadInputError
-from hwnat.export.onnx import write_atomic
 
 FORMAT = "hwnat-search-state"
 SCHEMA_VERSION = 1

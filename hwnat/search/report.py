@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnat.export.onnx import write_atomic
+from hwnat._io import write_atomic
 
 
 def plot_pareto(search, picks: list[dict], path: Path) -> Path:
