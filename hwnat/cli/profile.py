@@ -63,7 +63,7 @@ def profile(ctx, device, space, resolutions, subnets, seed, out, limit):
       hwnat profile --device cpu --space ofa-mbv3 --resolution 224 --subnets 100
     """
     from hwnat.devices.device import open_device
-    from hwnat.latency.profiler import measure_archs, open_table, profile_blocks
+    from hwnat.latency.profiler import check_resumable, measure_archs, open_table, profile_blocks
 
     sp = space_with_resolutions(space, resolutions)
     quiet = ctx.find_root().params.get("quiet", False)
@@ -85,6 +85,7 @@ def profile(ctx, device, space, resolutions, subnets, seed, out, limit):
         if subnets:
             archs = _distinct_sample(sp, subnets, seed)
             data = out.with_name(out.stem + ".subnets.csv")
+            check_resumable(data, sp, dev, "dataset")
             with progress_bar("subnets", not quiet) as cb:
                 measure_archs(sp, dev, archs, data, columns="dataset", progress=cb)
             click.echo(f"{data}: {len(archs)} distinct subnets measured end to end")
