@@ -295,7 +295,7 @@ def test_latency_reports_residual_predictor(tmp_path):
 
 def test_subnet_sample_is_distinct_and_stable_for_a_seed():
     """`--subnets N` measures N different subnets (NAS-Bench-201 draws repeat) and reruns draw the same list."""
-    from hwnat.cli.profile import _distinct_sample
+    from hwnat.latency.profiler import distinct_sample as _distinct_sample
     from hwnat.spaces import get_space
 
     space = get_space("nasbench201")

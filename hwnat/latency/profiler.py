@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import numpy as np
+
 from hwnat.devices.device import Device
 from hwnat.errors import BadInputError
 from hwnat.export.onnx import export_onnx, write_atomic
@@ -275,4 +277,45 @@ def measure_archs(space: SearchSpace, device: Device, archs: list[str], out: str
             n += 1
     if progress:
         progress(n, total, "done")
+    return out
+
+
+# ---- what `hwnat profile --subnets` measures, and how the table compares ---------------------------
+
+def distinct_sample(space: SearchSpace, n: int, seed: int) -> list[str]:
+    """``n`` distinct random architectures (canonical strings), the same list for the same seed; asking
+    for more extends the list (so a profile with a larger ``--subnets`` resumes).
+
+    Random draws repeat in small spaces (NAS-Bench-201 has 15,625 cells: 400 draws hold ~5 repeats), and a
+    repeated subnet is measured once, so draws continue until ``n`` are distinct or the space looks
+    exhausted (fewer than ``n`` distinct after many draws).
+    """
+    rng = np.random.default_rng(seed)
+    archs: dict[str, None] = {}
+    for _ in range(50):
+        for a in space.sample(rng, n - len(archs)):
+            archs.setdefault(space.format(a))
+        if len(archs) >= n:
+            break
+    return list(archs)[:n]
+
+
+def table_vs_measured(space: SearchSpace, table: LatencyTable, data: str | Path, column: str) -> dict:
+    """How the table sum compares with architectures measured end to end (the bias a predictor corrects).
+
+    Args:
+        data: a CSV with ``arch`` and ``column`` (ms), e.g. ``<space>.subnets.csv``.
+
+    Returns:
+        ``hwnat.latency.metrics.summary`` of table sum vs measured (``n``, ``acc10``, ``mape_pct``,
+        ``spearman``...) plus ``bias_pct``: the mean of table / measured - 1, in percent.
+    """
+    from hwnat.latency.metrics import summary
+
+    with open(data, newline="") as f:
+        rows = [(r["arch"], float(r[column])) for r in csv.DictReader(f)]
+    g = space.encode_many(space.parse_many([a for a, _ in rows]))
+    pred, true = table.sum_many(space, g), np.array([ms for _, ms in rows])
+    out = summary(pred, true)
+    out["bias_pct"] = 100 * float(np.mean(pred / true - 1))
     return out
