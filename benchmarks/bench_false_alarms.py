@@ -56,6 +56,12 @@ def start_hog() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
+def family_list(args) -> list[tuple[int, int, int]]:
+    if args.family:
+        return [tuple(int(x) for x in args.family.split(","))]
+    return list(FAMILIES[:args.families])
+
+
 def suite_of(base: Suite, name: str, entries: list[dict], rounds: int, seed: int) -> Suite:
     return base.model_copy(update={"name": name, "rounds": rounds, "seed": seed,
                                    "entries": [SuiteEntry(**e) for e in entries]})
@@ -80,6 +86,9 @@ def main() -> None:
     ap.add_argument("--two-run-pairs", type=int, default=None,
                     help="pairs of two runs, in the first loop rounds (default: --pairs)")
     ap.add_argument("--families", type=int, default=1, help="model families (<= 3)")
+    ap.add_argument("--family", default=None, metavar="CH,SIZE,LAYERS",
+                    help="one family of your own instead (e.g. 32,32,20: +10%% layers is ~+10%% time)")
+    ap.add_argument("--no-aa", action="store_true", help="A/B jobs without the A/A control entry")
     ap.add_argument("--rounds", type=int, default=None, help="passes per two-run run; default: the default suite's")
     ap.add_argument("--ab-rounds", type=int, default=40, help="passes (pairs) per A/B job")
     ap.add_argument("--hog", action="store_true", help="spin a process on the last CPU throughout")
@@ -103,7 +112,7 @@ def main() -> None:
         args.pairs, n2 = len(abs_), len(runs) // 2
         args.ab_rounds = abs_[0].rounds
         rounds = runs[0].rounds if runs else rounds
-        fams = [(e.name[:-3], None, None) for e in abs_[0].entries if e.name.endswith("-aa")]
+        fams = [(e.name[:-3], None, None) for e in abs_[0].entries if e.name.endswith("-ab")]
         walls = {"ab": [r.wall_s for r in abs_], "run": [r.wall_s for r in runs] or [0.0]}
         loads = [r.load_avg["after"][0] for r in abs_]
     else:
@@ -120,14 +129,15 @@ def measure(args, default: Suite, rounds: int, n2: int):
         with tempfile.TemporaryDirectory(prefix="hwnat-fa-") as tmp:
             d = Path(tmp)
             fams = []
-            for f, (ch, size, base_layers) in enumerate(FAMILIES[:args.families]):
+            for f, (ch, size, base_layers) in enumerate(family_list(args)):
                 a = write_conv_stack(d / f"f{f}-a.onnx", base_layers, channels=ch, size=size)
                 b = write_conv_stack(d / f"f{f}-b10.onnx", int(round(base_layers * 1.1)), channels=ch, size=size)
                 fams.append((f"f{f}", str(a), str(b)))
             two_run = [{"name": f"{f}-a", "model": a} for f, a, _ in fams] + \
                       [{"name": f"{f}-b10", "model": b} for f, _, b in fams]
-            ab_base = [{"name": f"{f}-{k}", "model": a} for f, a, _ in fams for k in ("aa", "ab")]
-            ab_cand = [{"name": f"{f}-aa", "model": a} for f, a, _ in fams] + \
+            ab_base = [{"name": f"{f}-{k}", "model": a} for f, a, _ in fams
+                       for k in (("ab",) if args.no_aa else ("aa", "ab"))]
+            ab_cand = ([] if args.no_aa else [{"name": f"{f}-aa", "model": a} for f, a, _ in fams]) + \
                       [{"name": f"{f}-ab", "model": b} for f, _, b in fams]
             runs, abs_, walls = [], [], {"ab": [], "run": []}
             for i in range(args.pairs):
@@ -173,7 +183,7 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
                                            **kw).entries[0].verdict)
         for i in range(args.pairs):
             comp = {e.name: e.verdict for e in compare_ab(abs_[i], clock=clock, **kw).entries}
-            aaab += [comp[f"{f}-aa"] for f, _, _ in fams]
+            aaab += [comp[f"{f}-aa"] for f, _, _ in fams if f"{f}-aa" in comp]
             abab += [comp[f"{f}-ab"] for f, _, _ in fams]
         out_modes[clock] = {"two-run": {"aa": tally(aa2), "ab10": tally(ab2)},
                             "ab-job": {"aa": tally(aaab), "ab10": tally(abab)}}
@@ -184,7 +194,7 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
                round_values(e.on_clock("baseline", clock), "median"))
         for r in abs_ for e in r.entries if e.name == f"{f}-ab"])))) for f, _, _ in fams} for clock in CLOCKS}
     med = {clock: {f: float(np.median([np.median(round_values(e.on_clock("baseline", clock), "median"))
-                                       for r in abs_ for e in r.entries if e.name == f"{f}-aa"]))
+                                       for r in abs_ for e in r.entries if e.name == f"{f}-ab"]))
                    for f, _, _ in fams} for clock in CLOCKS}
     infos = [i for r in runs for e in r.entries for i in e.round_info]
     pinfo = [p for r in abs_ for e in r.entries for p in e.pair_info]
@@ -194,8 +204,8 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
         "settings": {"threshold": args.threshold, "alpha": args.alpha, "two_run_rounds": rounds,
                      "ab_rounds": args.ab_rounds, "protocol": default.protocol, "pairs": args.pairs,
                      "two_run_pairs": n2,
-                     "families": [dict(zip(("channels", "size", "layers"), FAMILIES[k], strict=True))
-                                  for k in range(len(fams))]},
+                     "families": [dict(zip(("channels", "size", "layers"), fam, strict=True))
+                                  for fam in family_list(args)[:len(fams)]]},
         "measured_slowdown": ratio, "median_ms": med, "verdicts": out_modes,
         "load": {"load_avg_1min": loads, "load_avg_mean": float(np.mean(loads)),
                  "two_run_rounds_contended": sum(bool(i.get("contended")) for i in infos),
