@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--family", default=None, metavar="CH,SIZE,LAYERS",
                     help="one family of your own instead (e.g. 32,32,20: +10%% layers is ~+10%% time)")
     ap.add_argument("--no-aa", action="store_true", help="A/B jobs without the A/A control entry")
+    ap.add_argument("--protocol", type=json.loads, default={},
+                    help='overrides of the default suite\'s protocol, as JSON (e.g. \'{"runs": 20}\')')
     ap.add_argument("--rounds", type=int, default=None, help="passes per two-run run; default: the default suite's")
     ap.add_argument("--ab-rounds", type=int, default=40, help="passes (pairs) per A/B job")
     ap.add_argument("--hog", action="store_true", help="spin a process on the last CPU throughout")
@@ -102,6 +104,7 @@ def main() -> None:
     args = ap.parse_args()
 
     default = load_suite("default").suite
+    default = default.model_copy(update={"protocol": {**default.protocol, **args.protocol}})
     rounds = args.rounds or default.rounds
     n2 = args.pairs if args.two_run_pairs is None else min(args.two_run_pairs, args.pairs)
     t_all = time.perf_counter()
@@ -187,6 +190,17 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
             abab += [comp[f"{f}-ab"] for f, _, _ in fams]
         out_modes[clock] = {"two-run": {"aa": tally(aa2), "ab10": tally(ab2)},
                             "ab-job": {"aa": tally(aaab), "ab10": tally(abab)}}
+    # A/B jobs under other thresholds: how many regressed, how many were significant (p < alpha)
+    sweep = {clock: {f"{thr:g}": {kind: {"regressed": 0, "significant": 0, "n": 0} for kind in ("aa", "ab10")}
+                     for thr in (0.0, 0.02, 0.05)} for clock in CLOCKS}
+    for clock, by_thr in sweep.items():
+        for thr, t in by_thr.items():
+            for r in abs_:
+                for e in compare_ab(r, clock=clock, threshold=float(thr), alpha=args.alpha).entries:
+                    c = t["aa" if e.name.endswith("-aa") else "ab10"]
+                    c["n"] += 1
+                    c["regressed"] += e.verdict == "regressed"
+                    c["significant"] += bool(e.significant)
 
     # the real size of the slowdown: pooled paired ratios of the A/B jobs
     ratio = {clock: {f: float(np.exp(np.median(np.concatenate([
@@ -206,7 +220,7 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
                      "two_run_pairs": n2,
                      "families": [dict(zip(("channels", "size", "layers"), fam, strict=True))
                                   for fam in family_list(args)[:len(fams)]]},
-        "measured_slowdown": ratio, "median_ms": med, "verdicts": out_modes,
+        "measured_slowdown": ratio, "median_ms": med, "verdicts": out_modes, "ab_threshold_sweep": sweep,
         "load": {"load_avg_1min": loads, "load_avg_mean": float(np.mean(loads)),
                  "two_run_rounds_contended": sum(bool(i.get("contended")) for i in infos),
                  "two_run_rounds": len(infos),
@@ -216,7 +230,8 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
         "wall": {"ab_job_s_mean": float(np.mean(walls["ab"])), "run_s_mean": float(np.mean(walls["run"])),
                  "ab_s_per_entry_pass": float(np.mean(walls["ab"]) / (2 * len(fams)) / args.ab_rounds),
                  "run_s_per_entry_pass": float(np.mean(walls["run"]) / (2 * len(fams)) / rounds)},
-        "total_wall_s": time.perf_counter() - t_all,
+        "total_wall_s": (time.perf_counter() - t_all if not args.from_dir
+                         else float(sum(r.wall_s or 0 for r in [*abs_, *runs]))),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
@@ -237,6 +252,10 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
             aa, ab = t["aa"], t["ab10"]
             print(f"{mode:<9} {aa['regressed']:>6}/{aa['n']:<7} {aa[INSUFFICIENT]:>7}/{aa['n']:<7} "
                   f"{ab['regressed']:>5}/{ab['n']:<6} {ab[INSUFFICIENT]:>8}/{ab['n']:<7}")
+    print("A/B jobs, regressed (significant) at threshold 0 / 2% / 5%: " + "; ".join(
+        f"{clock} {kind} " + " / ".join(f"{sweep[clock][t][kind]['regressed']}({sweep[clock][t][kind]['significant']})"
+                                        for t in sweep[clock]) + f" of {sweep[clock]['0'][kind]['n']}"
+        for clock in CLOCKS for kind in ("aa", "ab10") if sweep[clock]["0"][kind]["n"]))
     w = out["wall"]
     print(f"wall: A/B job {w['ab_job_s_mean']:.0f} s ({w['ab_s_per_entry_pass']:.2f} s per entry-side per pass), "
           f"run {w['run_s_mean']:.0f} s ({w['run_s_per_entry_pass']:.2f} s per entry per pass)")
