@@ -540,6 +540,17 @@ def markdown(result: dict) -> str:
                      + (f"{100 * fv:.1f}%{' (sim.)' if 'simulated_remeasure_acc10' in fl else ''} |"
                         if fv is not None else "- |"))
         L.append("")
+    cp = result.get("ceiling_previous_run")
+    if cp:
+        c = pd.DataFrame(cp["rows"])
+        L += ["### Ceiling quoted from the previous run (previous predictor version)", "",
+              "80% of the archs for training, with library, 20% evaluated (trimmed); not re-run here (the nested "
+              "fits of thousands of samples are too slow on 2 shared cores). What k = 10 is measured against:", "",
+              "| space | mean ceiling Spearman | devices |", "|---|---|---|"]
+        for space, r in c.groupby("space"):
+            L.append(f"| {space} | {r['spearman'].mean():.3f} | "
+                     + ", ".join(f"{t} {v:.3f}" for t, v in zip(r["target"], r["spearman"], strict=True)) + " |")
+        L.append("")
     tp = result.get("throughput")
     if tp:
         L += ["### Throughput (this machine: 2 shared cores, 2 XGBoost threads; 100,000 random archs, median of 3)", "",
@@ -665,7 +676,9 @@ def main(argv=None) -> None:
     ap.add_argument("--spaces", default=",".join(SPACES))
     ap.add_argument("--ks", default=",".join(map(str, KS)))
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--seeds-large", type=int, default=1, help=f"seeds at k >= {LARGE_K}")
+    ap.add_argument("--seeds-large", type=int, default=1, help="seeds at k >= --large-from")
+    ap.add_argument("--large-from", type=int, default=LARGE_K,
+                    help="k from which --seeds-large and --targets-large apply")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="XGBoost threads per worker")
     ap.add_argument("--strict-library", action="store_true",
@@ -676,6 +689,9 @@ def main(argv=None) -> None:
     ap.add_argument("--no-throughput", action="store_true")
     ap.add_argument("--quick", action="store_true", help="2 devices per space, 1 seed, k=10,50")
     ap.add_argument("--targets", default=None, help="comma-separated device columns (default: all)")
+    ap.add_argument("--targets-large", default=None,
+                    help="comma-separated device columns run at k >= --large-from, in this order of priority "
+                         "(default: the same as at small k)")
     ap.add_argument("--out", default=str(RESULTS / "predictor_accuracy.json"))
     ap.add_argument("--readme", default=str(ROOT / "benchmarks" / "README.md"))
     ap.add_argument("--cpu-table", action="append", default=[],
@@ -683,6 +699,10 @@ def main(argv=None) -> None:
     ap.add_argument("--cpu-data", action="append", default=[], help="measured subnets CSV for each --cpu-table")
     ap.add_argument("--no-readme", action="store_true", help="do not touch benchmarks/README.md")
     ap.add_argument("--throughput-only", action="store_true", help="with --render-only: re-measure throughput")
+    ap.add_argument("--from-parts", action="store_true",
+                    help="with --cache: assemble the results from the jobs finished so far, run nothing")
+    ap.add_argument("--previous-ceiling", default=None,
+                    help="an older results JSON whose ceiling-80%% rows are quoted (labelled as such)")
     ap.add_argument("--render-only", action="store_true",
                     help="only rewrite the README section (and targets) from an existing --out JSON")
     a = ap.parse_args(argv)
@@ -719,13 +739,17 @@ def main(argv=None) -> None:
         if a.targets:
             targets = [t for t in a.targets.split(",") if t in devices]
         for k in ks:
-            n_seeds = a.seeds_large if k >= LARGE_K else seeds
-            jobs += [(space, t, k, n_seeds, a.threads, a.strict_library, a.cache, parts) for t in targets]
+            n_seeds = a.seeds_large if k >= a.large_from else seeds
+            ts = [t for t in a.targets_large.split(",") if t in devices] if a.targets_large and k >= a.large_from \
+                else targets
+            jobs += [(space, t, k, n_seeds, a.threads, a.strict_library, a.cache, parts) for t in ts]
         if a.ceiling:
             jobs += [(space, t, None, 1, a.threads, a.strict_library, a.cache, parts) for t in targets]
         if space == "nasbench201":
             floors[space] = noise_floor(df, g, devices)
-    jobs.sort(key=lambda j: (j[2] is None, j[2] or 0))  # small k first: partial runs cover every device
+    # small k first (partial runs cover every device), then targets in order of priority, spaces interleaved
+    prio = {t: i for i, t in enumerate((a.targets_large or "").split(","))}
+    jobs.sort(key=lambda j: (j[2] is None, j[2] or 0, prio.get(j[1], len(prio)), spaces.index(j[0])))
     if "fbnet" in spaces and "nasbench201" in floors:
         df, _, _, devices, whole = load("fbnet")
         floors["fbnet"] = {}
@@ -737,17 +761,33 @@ def main(argv=None) -> None:
                 floors["fbnet"][c] = {"assumed_noise_rel_sd": sd,
                                       "simulated_remeasure_acc10": simulated_floor(y, sd, True)}
     records, scatter = [], {}
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(a.workers) as pool:
-        for recs, sc in pool.imap_unordered(_worker, jobs, chunksize=1):
-            records += recs
-            scatter.update(sc)
+    if a.from_parts:
+        for space, t, k, n_seeds, _, strict, _, _ in jobs:
+            part = Path(parts) / f"{space}__{t}__{k or 'ceiling'}__s{n_seeds}{'_strict' if strict else ''}.json"
+            if part.exists():
+                d = json.loads(part.read_text())
+                records += d["records"]
+                scatter.update(d["scatter"])
+            else:
+                log.warning("not finished: %s %s k=%s", space, t, k)
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(a.workers) as pool:
+            for recs, sc in pool.imap_unordered(_worker, jobs, chunksize=1):
+                records += recs
+                scatter.update(sc)
     result = {"config": {"spaces": spaces, "ks": list(ks), "seeds": seeds, "seeds_large": a.seeds_large,
-                         "large_k": LARGE_K, "strict_library": a.strict_library, "data": "hwnat.data (shipped)",
+                         "large_k": a.large_from, "targets_large": a.targets_large, "strict_library": a.strict_library, "data": "hwnat.data (shipped)",
                          "protocol": "lodo / lofo / none, HELP trimming 10%/10%",
                          "elapsed_s": None},
               "whole_ms": whole_ms, "noise_floor": floors, "records": records,
               "aggregate": aggregate(records).to_dict(orient="records")}
+    if a.previous_ceiling:
+        prev = pd.DataFrame(json.loads(Path(a.previous_ceiling).read_text())["aggregate"])
+        prev = prev[prev["pick"] == "ceiling-80%"]
+        result["ceiling_previous_run"] = {"file": a.previous_ceiling,
+                                          "rows": prev[["space", "target", "k", "spearman", "acc10"]]
+                                          .to_dict(orient="records")}
     if not a.no_throughput:
         result["throughput"] = throughput(threads=2)
     if a.cpu_table:

@@ -120,7 +120,7 @@ def test_model_round_trip_through_json(nb, tmp_path):
     y = df["titanx_32"].to_numpy()
     idx = np.random.default_rng(0).choice(len(y), 40, replace=False)
     m = LatencyPredictor.fit("nasbench201", None, y[idx], genomes=g[idx], target="titanx_32",
-                             settings=FitSettings(nthread=1, modes=("residual",)))
+                             settings=FitSettings(nthread=1, modes=("residual",), max_rounds=150))
     assert m.mode == "residual" and all(c.booster is not None for _, c in [*m.blend, *m.fold_models[0]])
     path = m.save(tmp_path / "m.json")
     m2 = LatencyPredictor.load(path, space="nasbench201", nthread=1)
@@ -190,7 +190,7 @@ def test_no_calibration_residual_chose_anything(nb, small_lib, n, modes):
     lib, _ = small_lib
     y = df["essential_ph_1"].to_numpy()
     idx = np.random.default_rng(5).choice(len(y), n, replace=False)
-    s = FitSettings(nthread=1, modes=modes)
+    s = FitSettings(nthread=1, modes=modes, max_rounds=150)
     m1 = LatencyPredictor.fit("nasbench201", None, y[idx], genomes=g[idx], library=lib, settings=s)
     yy = y[idx].copy()
     i = 3
@@ -227,6 +227,26 @@ def test_transfer_with_ten_samples_ranks_a_new_device(nb, small_lib):
     assert metrics.spearman(p, y[keep]) > 0.85 > metrics.spearman(flops, y[keep]) + 0.1  # measured 0.915, 0.706
 
 
+def test_blend_weight_follows_the_samples(nb, small_lib):
+    """A target that is a library device slowed down 1.5x: the cross-validated blend trusts the library
+    fully and ranks almost perfectly; with ``sides=("feat",)`` no library ships."""
+    df, fx, g = nb
+    lib, sub = small_lib
+    y = 1.5 * df["titanx_1"].to_numpy()
+    idx = np.random.default_rng(2).choice(sub, 12, replace=False)
+    m = LatencyPredictor.fit("nasbench201", None, y[idx], genomes=g[idx], library=lib,
+                             settings=FitSettings(nthread=1))
+    assert m.meta["cv"]["weight_lib"] == 1.0 and m.blend[0][1].side == "lib" and "titanx_1" in m.library.devices
+    ev = sub[:2000]
+    assert metrics.spearman(m.predict_genomes(g[ev])[0], y[ev]) > 0.95
+    f = LatencyPredictor.fit("nasbench201", None, y[idx], genomes=g[idx], library=lib,
+                             settings=FitSettings(nthread=1, sides=("feat",)))
+    assert f.library is None and f.meta["cv"]["weight_lib"] == 0.0
+    assert all(c.side == "feat" for b in [f.blend, *f.fold_models] for _, c in b)
+    with pytest.raises(BadInputError, match="side"):
+        FitSettings(sides=("gpu",))
+
+
 def test_table_features_and_residual_mode(nb):
     """A (synthetic) latency table adds table_ms and per-stage sums; the base uses them."""
     from hwnat.latency.table import LatencyTable
@@ -249,10 +269,10 @@ def test_table_features_and_residual_mode(nb):
             np.testing.assert_allclose(X[:, split].sum(axis=1), X[:, fx.names.index(f"table_ms_stage{s}")],
                                        rtol=1e-4, atol=1e-5)
     # a device whose latency is 1.3 x table + 2 ms + noise: the base finds the table
-    y = 1.3 * table.sum_many(sp, g[:300]) + 2.0
+    y = 1.3 * table.sum_many(sp, g[:100]) + 2.0
     y *= np.exp(0.01 * rng.standard_normal(len(y)))
-    m = LatencyPredictor.fit(sp, None, y, genomes=g[:300], table=table, settings=FitSettings(nthread=1))
-    assert "table_ms" in m.base.columns
+    m = LatencyPredictor.fit(sp, None, y, genomes=g[:100], table=table, settings=FitSettings(nthread=1, max_rounds=300))
+    assert "table_ms" in m.blend[0][1].base.columns
     assert m.meta["cv"]["metrics"]["acc10"] > 0.99
     assert set(m.meta["settings"]["modes"]) == {"base", "residual", "log"}
 
@@ -323,8 +343,10 @@ def test_interval_ranks_and_jackknife_plus_on_controlled_inputs():
 
 # ---- bad inputs: exit 2 and one line naming the file/column/row ----------------------------------------------
 def _fit(files, data, target=TARGET, space="fbnet", extra=()):
+    # no shipped library unless the test passes one: fitting it would cost minutes for nothing here
+    lib = () if "--library" in map(str, extra) else ("--no-library",)
     return run_cli(["predictor", "fit", "--space", space, "--data", data, "--target", target,
-                    "--out", files / "bad_out.json", *extra])
+                    "--out", files / "bad_out.json", *lib, *extra])
 
 
 def test_model_for_another_space_exits_2(fitted, files):
