@@ -445,7 +445,9 @@ def markdown(result: dict) -> str:
          "other column of the file; `lofo` (leave one family out): every device of the target's family "
          "(desktop GPUs, server CPUs, phones) removed from the library too; `none`: no library (architecture "
          f"features only). k random target samples, seeds 0..{cfg['seeds'] - 1} "
-         f"(k >= {cfg.get('large_k', LARGE_K)}: {cfg.get('seeds_large', cfg['seeds'])} seed(s)); evaluation on "
+         f"(k >= {cfg.get('large_k', LARGE_K)}: {cfg.get('seeds_large', cfg['seeds'])} seed(s)"
+         + (f" and only the devices {cfg['targets_large']} present in the space" if cfg.get("targets_large") else "")
+         + "); evaluation on "
          "all other archs after dropping the top and bottom 10% of measured latency (HELP's protocol). "
          "Spearman / +-10% accuracy are means over seeds; coverage and mean relative width are of the "
          "stated 90% interval on all held-out archs. Raw numbers: `benchmarks/results/predictor_accuracy.json`; "

@@ -322,7 +322,8 @@ def test_metrics_numbers():
 
 
 def test_interval_ranks_and_jackknife_plus_on_controlled_inputs():
-    assert interval_ranks(99, 0.9) == (5, 95, True, True)  # floor(.05 * 100), ceil(.95 * 100)
+    assert interval_ranks(99, 0.9) == (5, 95, True, True)  # 10 of 100 ranks left out: 5 low, 5 high
+    assert interval_ranks(50, 0.9) == (3, 49, True, True)  # floor(.1 * 51) = 5: 3 low, 2 high
     assert interval_ranks(19, 0.9) == (1, 19, True, True)  # the smallest n with a central 90% interval
     assert interval_ranks(10, 0.9) == (1, 10, False, True)  # symmetric: floor(.1 * 11), ceil(.9 * 11)
     assert interval_ranks(5, 0.9) == (1, 5, False, False)  # too few samples: clipped, no guarantee
