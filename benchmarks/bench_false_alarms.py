@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,8 +44,8 @@ from hwnat.bench.suite import LoadedSuite, Suite, SuiteEntry, load_suite
 from hwnat.bench.synthetic import write_conv_stack
 from hwnat.measure.fingerprint import cpu_model
 
-#: (channels, resolution, base layers) of each family: ~3, ~1 and ~6 ms on one quiet core
-FAMILIES = ((48, 32, 20), (32, 32, 10), (64, 40, 20))
+#: (channels, resolution, base layers) of each family: ~1, ~3 and ~6 ms on one quiet core
+FAMILIES = ((32, 32, 10), (48, 32, 20), (64, 40, 20))
 CLOCKS = ("wall", "cpu")
 
 
@@ -53,6 +54,12 @@ def start_hog() -> subprocess.Popen:
     last = max(os.sched_getaffinity(0))
     code = f"import os\nos.sched_setaffinity(0, {{{last}}})\nwhile True:\n    pass\n"
     return subprocess.Popen([sys.executable, "-c", code])
+
+
+def family_list(args) -> list[tuple[int, int, int]]:
+    if args.family:
+        return [tuple(int(x) for x in args.family.split(","))]
+    return list(FAMILIES[:args.families])
 
 
 def suite_of(base: Suite, name: str, entries: list[dict], rounds: int, seed: int) -> Suite:
@@ -79,6 +86,11 @@ def main() -> None:
     ap.add_argument("--two-run-pairs", type=int, default=None,
                     help="pairs of two runs, in the first loop rounds (default: --pairs)")
     ap.add_argument("--families", type=int, default=1, help="model families (<= 3)")
+    ap.add_argument("--family", default=None, metavar="CH,SIZE,LAYERS",
+                    help="one family of your own instead (e.g. 32,32,20: +10%% layers is ~+10%% time)")
+    ap.add_argument("--no-aa", action="store_true", help="A/B jobs without the A/A control entry")
+    ap.add_argument("--protocol", type=json.loads, default={},
+                    help='overrides of the default suite\'s protocol, as JSON (e.g. \'{"runs": 20}\')')
     ap.add_argument("--rounds", type=int, default=None, help="passes per two-run run; default: the default suite's")
     ap.add_argument("--ab-rounds", type=int, default=40, help="passes (pairs) per A/B job")
     ap.add_argument("--hog", action="store_true", help="spin a process on the last CPU throughout")
@@ -92,6 +104,7 @@ def main() -> None:
     args = ap.parse_args()
 
     default = load_suite("default").suite
+    default = default.model_copy(update={"protocol": {**default.protocol, **args.protocol}})
     rounds = args.rounds or default.rounds
     n2 = args.pairs if args.two_run_pairs is None else min(args.two_run_pairs, args.pairs)
     t_all = time.perf_counter()
@@ -102,7 +115,7 @@ def main() -> None:
         args.pairs, n2 = len(abs_), len(runs) // 2
         args.ab_rounds = abs_[0].rounds
         rounds = runs[0].rounds if runs else rounds
-        fams = [(e.name[:-3], None, None) for e in abs_[0].entries if e.name.endswith("-aa")]
+        fams = [(e.name[:-3], None, None) for e in abs_[0].entries if e.name.endswith("-ab")]
         walls = {"ab": [r.wall_s for r in abs_], "run": [r.wall_s for r in runs] or [0.0]}
         loads = [r.load_avg["after"][0] for r in abs_]
     else:
@@ -112,20 +125,22 @@ def main() -> None:
 
 def measure(args, default: Suite, rounds: int, n2: int):
     """The loop: A/B jobs and pairs of two runs, alternating, under the hog when asked."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops the hog
     hog = start_hog() if args.hog else None
     loads = []
     try:
         with tempfile.TemporaryDirectory(prefix="hwnat-fa-") as tmp:
             d = Path(tmp)
             fams = []
-            for f, (ch, size, base_layers) in enumerate(FAMILIES[:args.families]):
+            for f, (ch, size, base_layers) in enumerate(family_list(args)):
                 a = write_conv_stack(d / f"f{f}-a.onnx", base_layers, channels=ch, size=size)
                 b = write_conv_stack(d / f"f{f}-b10.onnx", int(round(base_layers * 1.1)), channels=ch, size=size)
                 fams.append((f"f{f}", str(a), str(b)))
             two_run = [{"name": f"{f}-a", "model": a} for f, a, _ in fams] + \
                       [{"name": f"{f}-b10", "model": b} for f, _, b in fams]
-            ab_base = [{"name": f"{f}-{k}", "model": a} for f, a, _ in fams for k in ("aa", "ab")]
-            ab_cand = [{"name": f"{f}-aa", "model": a} for f, a, _ in fams] + \
+            ab_base = [{"name": f"{f}-{k}", "model": a} for f, a, _ in fams
+                       for k in (("ab",) if args.no_aa else ("aa", "ab"))]
+            ab_cand = ([] if args.no_aa else [{"name": f"{f}-aa", "model": a} for f, a, _ in fams]) + \
                       [{"name": f"{f}-ab", "model": b} for f, _, b in fams]
             runs, abs_, walls = [], [], {"ab": [], "run": []}
             for i in range(args.pairs):
@@ -171,10 +186,21 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
                                            **kw).entries[0].verdict)
         for i in range(args.pairs):
             comp = {e.name: e.verdict for e in compare_ab(abs_[i], clock=clock, **kw).entries}
-            aaab += [comp[f"{f}-aa"] for f, _, _ in fams]
+            aaab += [comp[f"{f}-aa"] for f, _, _ in fams if f"{f}-aa" in comp]
             abab += [comp[f"{f}-ab"] for f, _, _ in fams]
         out_modes[clock] = {"two-run": {"aa": tally(aa2), "ab10": tally(ab2)},
                             "ab-job": {"aa": tally(aaab), "ab10": tally(abab)}}
+    # A/B jobs under other thresholds: how many regressed, how many were significant (p < alpha)
+    sweep = {clock: {f"{thr:g}": {kind: {"regressed": 0, "significant": 0, "n": 0} for kind in ("aa", "ab10")}
+                     for thr in (0.0, 0.02, 0.05)} for clock in CLOCKS}
+    for clock, by_thr in sweep.items():
+        for thr, t in by_thr.items():
+            for r in abs_:
+                for e in compare_ab(r, clock=clock, threshold=float(thr), alpha=args.alpha).entries:
+                    c = t["aa" if e.name.endswith("-aa") else "ab10"]
+                    c["n"] += 1
+                    c["regressed"] += e.verdict == "regressed"
+                    c["significant"] += bool(e.significant)
 
     # the real size of the slowdown: pooled paired ratios of the A/B jobs
     ratio = {clock: {f: float(np.exp(np.median(np.concatenate([
@@ -182,7 +208,7 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
                round_values(e.on_clock("baseline", clock), "median"))
         for r in abs_ for e in r.entries if e.name == f"{f}-ab"])))) for f, _, _ in fams} for clock in CLOCKS}
     med = {clock: {f: float(np.median([np.median(round_values(e.on_clock("baseline", clock), "median"))
-                                       for r in abs_ for e in r.entries if e.name == f"{f}-aa"]))
+                                       for r in abs_ for e in r.entries if e.name == f"{f}-ab"]))
                    for f, _, _ in fams} for clock in CLOCKS}
     infos = [i for r in runs for e in r.entries for i in e.round_info]
     pinfo = [p for r in abs_ for e in r.entries for p in e.pair_info]
@@ -192,9 +218,9 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
         "settings": {"threshold": args.threshold, "alpha": args.alpha, "two_run_rounds": rounds,
                      "ab_rounds": args.ab_rounds, "protocol": default.protocol, "pairs": args.pairs,
                      "two_run_pairs": n2,
-                     "families": [dict(zip(("channels", "size", "layers"), FAMILIES[k], strict=True))
-                                  for k in range(len(fams))]},
-        "measured_slowdown": ratio, "median_ms": med, "verdicts": out_modes,
+                     "families": [dict(zip(("channels", "size", "layers"), fam, strict=True))
+                                  for fam in family_list(args)[:len(fams)]]},
+        "measured_slowdown": ratio, "median_ms": med, "verdicts": out_modes, "ab_threshold_sweep": sweep,
         "load": {"load_avg_1min": loads, "load_avg_mean": float(np.mean(loads)),
                  "two_run_rounds_contended": sum(bool(i.get("contended")) for i in infos),
                  "two_run_rounds": len(infos),
@@ -204,7 +230,8 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
         "wall": {"ab_job_s_mean": float(np.mean(walls["ab"])), "run_s_mean": float(np.mean(walls["run"])),
                  "ab_s_per_entry_pass": float(np.mean(walls["ab"]) / (2 * len(fams)) / args.ab_rounds),
                  "run_s_per_entry_pass": float(np.mean(walls["run"]) / (2 * len(fams)) / rounds)},
-        "total_wall_s": time.perf_counter() - t_all,
+        "total_wall_s": (time.perf_counter() - t_all if not args.from_dir
+                         else float(sum(r.wall_s or 0 for r in [*abs_, *runs]))),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1))
@@ -225,6 +252,10 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
             aa, ab = t["aa"], t["ab10"]
             print(f"{mode:<9} {aa['regressed']:>6}/{aa['n']:<7} {aa[INSUFFICIENT]:>7}/{aa['n']:<7} "
                   f"{ab['regressed']:>5}/{ab['n']:<6} {ab[INSUFFICIENT]:>8}/{ab['n']:<7}")
+    print("A/B jobs, regressed (significant) at threshold 0 / 2% / 5%: " + "; ".join(
+        f"{clock} {kind} " + " / ".join(f"{sweep[clock][t][kind]['regressed']}({sweep[clock][t][kind]['significant']})"
+                                        for t in sweep[clock]) + f" of {sweep[clock]['0'][kind]['n']}"
+        for clock in CLOCKS for kind in ("aa", "ab10") if sweep[clock]["0"][kind]["n"]))
     w = out["wall"]
     print(f"wall: A/B job {w['ab_job_s_mean']:.0f} s ({w['ab_s_per_entry_pass']:.2f} s per entry-side per pass), "
           f"run {w['run_s_mean']:.0f} s ({w['run_s_per_entry_pass']:.2f} s per entry per pass)")

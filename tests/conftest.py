@@ -152,3 +152,16 @@ def sshd(tmp_path_factory) -> Sshd:
 def sshd_device(sshd, tmp_path_factory) -> Path:
     """Path of an ssh device YAML (``loopback-ssh``) that reaches the test sshd with host-key checking on."""
     return sshd.device_yaml(tmp_path_factory.mktemp("sshd-device") / "loopback-ssh.yaml")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hwnat_cache(tmp_path_factory):
+    """Fitted predictor libraries go to a per-session folder (shared by the session's tests, including
+    the CLI subprocesses they start), never to the user's ~/.cache."""
+    old = os.environ.get("HWNAT_CACHE")
+    os.environ["HWNAT_CACHE"] = str(tmp_path_factory.mktemp("hwnat-cache"))
+    yield
+    if old is None:
+        os.environ.pop("HWNAT_CACHE", None)
+    else:
+        os.environ["HWNAT_CACHE"] = old

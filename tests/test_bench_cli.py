@@ -143,3 +143,16 @@ def test_help_ends_with_an_example():
                 ["bench", "baseline", "show"]):
         code, out, _ = invoke([*cmd, "--help"])
         assert code == 0 and "hwnat bench" in out.strip().splitlines()[-1]
+
+
+def test_no_verdict_passes_with_a_warning_and_fails_with_strict(tmp_path):
+    """Insufficient data is not `unchanged`: the job passes with a warning naming the entries, and
+    --strict (alias --fail-on-insufficient) fails it with exit 3."""
+    base = write_result(tmp_path / "base.json", {"a": 5.0, "b": 2.0}, seed=1, n=3)
+    cand = write_result(tmp_path / "cand.json", {"a": 5.0, "b": 2.0}, seed=2, n=3)
+    code, out, err = invoke(["bench", "compare", base, cand])
+    assert code == 0 and "insufficient data" in out and "unchanged" not in out.split("\n", 2)[2]
+    assert "no verdict (insufficient data) for a, b" in err and "--strict" in err
+    for flag in ("--strict", "--fail-on-insufficient"):
+        code, _, err = invoke(["bench", "compare", base, cand, flag])
+        assert code == 3 and "no verdict (insufficient data) for a, b" in err and "bench ab" in err

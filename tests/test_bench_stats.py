@@ -20,16 +20,20 @@ FP = {"cpu_model": "Test CPU", "machine": "x86_64", "logical_cores": 2, "runtime
 
 
 def make_result(entries: dict, suite: str = "s", fp: dict | None = None, contended: dict | None = None,
-                complete: bool = True, commit: str = "abc123") -> dict:
-    """A bench result dict with given per-entry rounds (list of lists of ms)."""
-    contended = contended or {}
+                complete: bool = True, commit: str = "abc123", busy: dict | None = None) -> dict:
+    """A bench result dict with given per-entry rounds (list of lists of ms); ``busy[name]`` gives the
+    per-round busy_frac readings (contended = above the default 0.25 unless ``contended`` says)."""
+    contended = dict(contended or {})
+    for n, b in (busy or {}).items():
+        contended.setdefault(n, tuple(i for i, x in enumerate(b) if x > 0.25))
     return {
         "format": "hwnat-bench-result", "schema_version": 1, "suite": {"name": suite, "sha256": "x"},
         "device": "cpu", "fingerprint": dict(fp or FP), "protocol": {}, "rounds": 10, "complete": complete,
         "git_commit": commit, "created_at": "2025-01-01T00:00:00+00:00",
         "entries": [{"name": n, "source": {"model": f"{n}.onnx"}, "model_sha256": "h-" + n, "input_shape": [1, 3, 8, 8],
                      "rounds_ms": [list(map(float, r)) for r in rounds],
-                     "round_info": [{"pass": i, "contended": i in contended.get(n, ())}
+                     "round_info": [{"pass": i, "contended": i in contended.get(n, ()),
+                                     **({"wait_frac": 0.0, "busy_frac": busy[n][i]} if n in (busy or {}) else {})}
                                     for i in range(len(rounds))]}
                     for n, rounds in entries.items()],
     }
@@ -205,3 +209,53 @@ def test_protocol_difference_is_a_warning():
     b["protocol"], c["protocol"] = {"min_round_s": 0.1}, {"min_round_s": 0.2}
     comp = C.compare_results(result_from_dict(b), result_from_dict(c))
     assert any("min_round_s: 0.1 -> 0.2" in w for w in comp.warnings)
+
+
+# ------------------------------------------------------------------ busy neighbours (two-run compare)
+def test_a_neighbour_busy_during_the_candidate_run_only_is_not_a_regression():
+    """The false alarm seen in CI: an unchanged entry +11.5% because another process kept the machine busy
+    during the candidate run. Its rounds are contended and left out (no verdict); kept on request, the
+    load gate still withholds the regression; the same slowdown on an equally quiet machine is one."""
+    rng = np.random.default_rng(9)
+    base = rounds_around(rng, 5.0, n=10)
+    cand = rounds_around(rng, 5.0 * 1.115, n=10)
+    quiet, busy = [0.02] * 10, [0.6] * 10
+    b = result_from_dict(make_result({"other": base}, busy={"other": quiet}))
+    c = result_from_dict(make_result({"other": cand}, busy={"other": busy}))
+    e = C.compare_results(b, c).entries[0]
+    assert e.verdict == C.INSUFFICIENT and "10 contended rounds left out" in e.note and "bench ab" in e.note
+    e = C.compare_results(b, c, include_contended=True).entries[0]
+    assert e.verdict == C.INSUFFICIENT and "withheld" in e.note and "busier" in e.note
+    assert 0.09 < e.change < 0.14                       # the estimate is still reported
+    # a neighbour below the contention limit but steadily there: left in, still gated
+    c2 = result_from_dict(make_result({"other": cand}, busy={"other": [0.2] * 10}))
+    b2 = result_from_dict(make_result({"other": base}, busy={"other": [0.0] * 10}))
+    assert C.compare_results(b2, c2).entries[0].verdict == C.INSUFFICIENT
+    # equal conditions: a real regression
+    c3 = result_from_dict(make_result({"other": cand}, busy={"other": quiet}))
+    assert C.compare_results(b, c3).entries[0].verdict == C.REGRESSED
+    # and without readings (a remote device) the gate has nothing to say
+    plain = C.compare_results(result_from_dict(make_result({"other": base})),
+                              result_from_dict(make_result({"other": cand})))
+    assert plain.entries[0].verdict == C.REGRESSED
+
+
+def test_gate_is_symmetric_for_improvements():
+    r = C.EntryComparison(name="a", verdict=C.IMPROVED, change=-0.2, ci_low=-0.25, ci_high=-0.15)
+    assert C.gate_on_load(r, [0.5] * 5, [0.0] * 5).verdict == C.INSUFFICIENT   # the baseline was busier
+    assert C.gate_on_load(r, [0.0] * 5, [0.5] * 5).verdict == C.IMPROVED      # faster despite more load
+    u = C.EntryComparison(name="a", verdict=C.UNCHANGED, change=0.0)
+    assert C.gate_on_load(u, [0.0], [0.9]) is u
+
+
+def test_a_machine_busy_throughout_gives_no_verdict_not_unchanged():
+    """A constant CPU hog: every round of both runs contended. No verdict, and it says so; it is not
+    reported as `unchanged`."""
+    rng = np.random.default_rng(10)
+    hog = {"a": [0.95] * 12}
+    b = result_from_dict(make_result({"a": rounds_around(rng, 5.0)}, busy=hog))
+    c = result_from_dict(make_result({"a": rounds_around(rng, 5.0)}, busy=hog))
+    comp = C.compare_results(b, c)
+    assert [e.verdict for e in comp.entries] == [C.INSUFFICIENT]
+    assert "24 contended rounds left out (the device was busy" in comp.entries[0].note
+    assert comp.counts() == {C.INSUFFICIENT: 1}

@@ -66,21 +66,92 @@ def test_rerun_profile_measures_nothing_new(nb_table):
     assert json.loads(out.read_text())["entries"] == before
 
 
+def _measure(dev, archs, out, tmp_path, name="archs.csv"):
+    src = tmp_path / name
+    with open(src, "w", newline="") as f:
+        csv.writer(f).writerows([["arch"], *[[a] for a in archs]])
+    return run_cli(["-q", "measure", "--device", dev, "--space", "nasbench201", "--archs", src, "--out", out])
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def test_measure_many_and_resume(tmp_path):
     dev = fast_device(tmp_path)
     archs = [NB.format(a) for a in NB.sample(np.random.default_rng(5), 4)]
-    src = tmp_path / "archs.csv"
-    src.write_text("arch\n" + "".join(f"{a}\n" for a in archs))
     out = tmp_path / "m.csv"
-    # a torn last line, as left by kill -9 during a write, is dropped; finished rows are kept
-    out.write_text(f"arch,latency_ms,p10_ms,p90_ms,cv\n{archs[0]},1.5,1.4,1.6,0.01\n{archs[1]},0.")
-    r = run_cli(["-q", "measure", "--device", dev, "--space", "nasbench201", "--archs", src, "--out", out])
+    r = _measure(dev, archs[:1], out, tmp_path)
     assert r.exit_code == 0, r.output
-    with open(out) as f:
-        rows = list(csv.DictReader(f))
+    first = _rows(out)[0]
+    # a torn last line, as left by kill -9 during a write, is dropped; finished rows are kept
+    with open(out, "a") as f:
+        f.write(f"{archs[1]},0.")
+    r = _measure(dev, archs, out, tmp_path)
+    assert r.exit_code == 0, r.output
+    rows = _rows(out)
     assert [x["arch"] for x in rows] == archs
-    assert rows[0]["latency_ms"] == "1.5"  # kept, not re-measured
+    assert rows[0] == first  # kept, not re-measured
     assert all(float(x["p10_ms"]) <= float(x["latency_ms"]) <= float(x["p90_ms"]) for x in rows[1:])
+    meta = json.loads((tmp_path / "m.csv.meta.json").read_text())
+    assert meta["device"] == "cpu" and meta["space"] == "nasbench201" and meta["protocol"]["rounds"] == 3
+
+
+# ---- resuming never mixes measurements that are not comparable (issue 9, part 3) ----------------------
+
+def test_profile_resume_with_another_protocol_is_refused(tmp_path):
+    dev = fast_device(tmp_path)
+    out = tmp_path / "nb.json"
+    r = run_cli(["-q", "profile", "--device", dev, "--space", "nasbench201", "--out", out, "--limit", "2"])
+    assert r.exit_code == 0, r.output
+    before = out.read_bytes()
+    dev.write_text(dev.read_text().replace("rounds: 3", "rounds: 4"))
+    r = run_cli(["-q", "profile", "--device", dev, "--space", "nasbench201", "--out", out, "--limit", "2"])
+    assert r.exit_code == 2
+    line = one_line_error(r)
+    assert str(out) in line and "measure.rounds: 3 -> 4" in line
+    assert out.read_bytes() == before
+
+
+def test_measure_resume_with_another_device_or_protocol_is_refused(tmp_path):
+    archs = [NB.format(a) for a in NB.sample(np.random.default_rng(6), 2)]
+    out = tmp_path / "m.csv"
+    assert _measure(fast_device(tmp_path), archs[:1], out, tmp_path).exit_code == 0
+    before = out.read_bytes()
+    r = _measure(fast_device(tmp_path, "pixel"), archs, out, tmp_path)
+    assert r.exit_code == 2 and "device 'cpu', not 'pixel'" in one_line_error(r)
+    slow = fast_device(tmp_path)
+    slow.write_text(slow.read_text().replace("rounds: 3", "rounds: 5"))
+    r = _measure(slow, archs, out, tmp_path)
+    assert r.exit_code == 2 and "measure.rounds: 3 -> 5" in one_line_error(r)
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("content", [
+    b"name,score\nalpha,1\nbeta,2",  # some other CSV, no newline at the end
+    b"arch,latency_ms,p10_ms,p90_ms,cv\n|none~0|+|none~0|none~1|+|none~0|none~1|none~2|,1,1,1,0\nx,0.",  # no record
+])
+def test_foreign_output_file_is_refused_untouched(tmp_path, content):
+    out = tmp_path / "other.csv"
+    out.write_bytes(content)
+    r = _measure(fast_device(tmp_path), [NB.format(NB.sample(np.random.default_rng(7), 1)[0])], out, tmp_path)
+    assert r.exit_code == 2 and str(out) in one_line_error(r)
+    assert out.read_bytes() == content
+
+
+def test_rows_hold_canonical_strings(tmp_path):
+    """An arch typed another way (spaces around it) is one architecture: its row holds the canonical
+    string, and a rerun with the canonical string (or both in one list) measures nothing new."""
+    dev = fast_device(tmp_path)
+    arch = NB.format(NB.sample(np.random.default_rng(8), 1)[0])
+    out = tmp_path / "m.csv"
+    r = _measure(dev, [f"  {arch} ", arch], out, tmp_path)
+    assert r.exit_code == 0, r.output
+    rows = _rows(out)
+    assert [x["arch"] for x in rows] == [arch]
+    assert _measure(dev, [arch, f" {arch}"], out, tmp_path).exit_code == 0
+    assert _rows(out) == rows
 
 
 def _start_profile(dev, out, *extra):
@@ -212,7 +283,7 @@ def test_latency_reports_residual_predictor(tmp_path):
     assert r.exit_code == 0, r.output
     model = tmp_path / "nasbench201.predictor.json"
     r = run_cli(["predictor", "fit", "--space", "nasbench201", "--data", tmp_path / "nasbench201.subnets.csv",
-                 "--target", "cpu", "--table", table, "--out", model])
+                 "--target", "cpu", "--table", table, "--no-library", "--out", model])
     assert r.exit_code == 0, r.output
     r = run_cli(["latency", "--device", dev, "--space", "nasbench201", "--arch", ARCH, "--table", table, "--json"])
     assert r.exit_code == 0, r.output
@@ -224,7 +295,7 @@ def test_latency_reports_residual_predictor(tmp_path):
 
 def test_subnet_sample_is_distinct_and_stable_for_a_seed():
     """`--subnets N` measures N different subnets (NAS-Bench-201 draws repeat) and reruns draw the same list."""
-    from hwnat.cli.profile import _distinct_sample
+    from hwnat.latency.profiler import distinct_sample as _distinct_sample
     from hwnat.spaces import get_space
 
     space = get_space("nasbench201")

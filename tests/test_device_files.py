@@ -3,10 +3,12 @@ errors that name the file and the field."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from _hw import run_cli
 
 from hwnat.devices.parsers import get_parser
 from hwnat.devices.spec import DeviceSpec, list_devices, load_device
@@ -38,10 +40,15 @@ def test_device_file_loads_by_path_and_name(path):
         assert spec.description
 
 
+def _header(path: Path) -> str:
+    """The comment block a device file opens with."""
+    lines = path.read_text().splitlines()
+    return "\n".join(lines[: next(i for i, ln in enumerate(lines) if not ln.startswith("#"))])
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
 def test_device_file_opens_with_a_documenting_comment(path):
-    lines = path.read_text().splitlines()
-    header = [ln for ln in lines[: next(i for i, ln in enumerate(lines) if not ln.startswith("#"))]]
+    header = _header(path).splitlines()
     assert len(header) >= 2 and all(ln.startswith("#") for ln in header)
 
 
@@ -52,8 +59,13 @@ def test_remote_devices_say_what_they_need(path):
     if spec.transport.kind == "local":
         return
     assert spec.requires, "a remote device lists what must be installed on it"
-    text = path.read_text()
-    assert "Setup it expects" in text or "setup" in text.lower()
+    header = _header(path)
+    assert re.search(r"^# What must be on the \w+:", header, re.M), "the opening comment says what must be " \
+        "on the device"
+    if spec.setup:  # the setup commands are explained in a section the user is pointed to
+        assert re.search(rf"^# Setup it expects \(.*`hwnat devices show {re.escape(path.stem)}`", header, re.M)
+        shown = run_cli(["devices", "show", path.stem])
+        assert shown.exit_code == 0 and all(cmd in shown.stdout for cmd in spec.setup)
     if spec.transport.kind == "ssh":
         assert spec.transport.strict_host_key_checking is True
         assert spec.transport.user and spec.transport.host.endswith(".local")

@@ -288,6 +288,16 @@ def test_trtexec_version_codes():
     assert trtexec._version_from_code("110000") == "11.0.0"
 
 
+def test_trtexec_11x_is_refused_not_guessed():
+    """No TensorRT 11 trtexec output has been verified against the parser: a log under an 11.x banner
+    (here the real 10.2 log with only its version lines changed, which is all this test needs) fails
+    loudly naming the version instead of being read with 10.x rules."""
+    fake = (text("trtexec__10x.log").replace("[TensorRT v100200]", "[TensorRT v110000]")
+            .replace("TensorRT version: 10.2.0", "TensorRT version: 11.0.0"))
+    with pytest.raises(HarnessOutputError, match="TensorRT 11.0.0 .*7.x-10.x"):
+        trtexec.parse(fake)
+
+
 def test_trtexec_group_spread_marks_measurement_unstable():
     run = trtexec.parse(text("trtexec__8.6.log"))
     assert not run.to_measurement(tolerance=0.10).unstable

@@ -15,7 +15,11 @@ Method (per entry):
   * Test: two-sided Mann-Whitney U (``scipy.stats.mannwhitneyu``) on the same values.
   * Verdict: ``regressed`` only when ``p < alpha`` AND the interval's lower bound is above ``threshold``;
     ``improved`` symmetrically; ``insufficient data`` when so few rounds exist that no interval at
-    ``1 - alpha`` can be formed; otherwise ``unchanged``.
+    ``1 - alpha`` can be formed, or when the load gate withholds a verdict (``gate_on_load``: the slower
+    run was measured on a busier machine); otherwise ``unchanged``.
+
+This is the two-run comparison, for quiet dedicated devices. Baseline and candidate timed in one job, in
+pairs, are compared by ``hwnat.bench.paired`` with the same verdict rule.
 
 Hodges & Lehmann, "Estimates of location based on rank tests", Ann. Math. Statist. 1963; Lehmann,
 "Nonparametrics: Statistical Methods Based on Ranks" (1975), ch. 2 (the interval).

@@ -390,41 +390,44 @@ def _contention(suite, r: Reading) -> float:
     return max((r.wait_frac or 0.0) / suite.max_wait_frac, (r.busy_frac or 0.0) / suite.max_busy_frac)
 
 
-def _measure_passes(dev, prepared, data, protocol, passes, suite, t_start, progress, sleep) -> None:
-    rng = np.random.default_rng(suite.seed)
-    n = len(prepared)
-    local = dev.spec.transport.kind == "local"
-    retry = _Retrier(suite, sleep)
+def _schedule(rng, n: int, passes: int, suite, t_start: float, sleep):
+    """(pass, position, entry index, seconds since the start) of every timing: ``passes`` passes over
+    ``n`` entries, in a shuffled order per pass, with the suite's cool-down between two timings."""
     first = True
     for k in range(passes):
         order = rng.permutation(n) if suite.shuffle else np.arange(n)
         for pos, i in enumerate(order):
-            p = prepared[int(i)]
             if suite.cooldown_s and not first:
                 sleep(suite.cooldown_s)
             first = False
-            t = time.perf_counter() - t_start
-            (m, reading, cpu), tries, stayed = retry(lambda p=p: _timed_pass(dev, p, protocol, local),
-                                                     lambda x: _contention(suite, x[1]), p.entry.name)
-            rec = data["entries"][int(i)]
-            rec["rounds_ms"].append([round(x, 6) for r in m.rounds_ms for x in r])
-            if cpu is not None:
-                rec.setdefault("cpu_rounds_ms", []).append(cpu)
-            info = {"pass": k, "position": pos, "t_s": round(t, 3)}
-            if reading.to_dict():
-                info.update(reading.to_dict(), tries=tries, contended=stayed)
-            info.update({key: v for key, v in m.extra.items() if key != "attempts"})
-            rec["round_info"].append(info)
-            if progress is not None:
-                progress(k, passes, p.entry.name, float(np.median(rec["rounds_ms"][-1])))
+            yield k, pos, int(i), time.perf_counter() - t_start
+
+
+def _measure_passes(dev, prepared, data, protocol, passes, suite, t_start, progress, sleep) -> None:
+    rng = np.random.default_rng(suite.seed)
+    local = dev.spec.transport.kind == "local"
+    retry = _Retrier(suite, sleep)
+    for k, pos, i, t in _schedule(rng, len(prepared), passes, suite, t_start, sleep):
+        p = prepared[i]
+        (m, reading, cpu), tries, stayed = retry(lambda p=p: _timed_pass(dev, p, protocol, local),
+                                                 lambda x: _contention(suite, x[1]), p.entry.name)
+        rec = data["entries"][i]
+        rec["rounds_ms"].append([round(x, 6) for r in m.rounds_ms for x in r])
+        if cpu is not None:
+            rec.setdefault("cpu_rounds_ms", []).append(cpu)
+        info = {"pass": k, "position": pos, "t_s": round(t, 3)}
+        if reading.to_dict():
+            info.update(reading.to_dict(), tries=tries, contended=stayed)
+        info.update({key: v for key, v in m.extra.items() if key != "attempts"})
+        rec["round_info"].append(info)
+        if progress is not None:
+            progress(k, passes, p.entry.name, float(np.median(rec["rounds_ms"][-1])))
 
 
 def _measure_pairs(dev, pairs, recs, protocol, passes, suite, t_start, progress, sleep) -> None:
     rng = np.random.default_rng(suite.seed)
-    n = len(pairs)
     local = dev.spec.transport.kind == "local"
     retry = _Retrier(suite, sleep)
-    first = True
 
     def attempt(base: PreparedEntry, cand: PreparedEntry):
         b_first = bool(rng.integers(2))  # a fair coin per attempt: the order is no cause of a difference
@@ -438,30 +441,24 @@ def _measure_pairs(dev, pairs, recs, protocol, passes, suite, t_start, progress,
         got = x[1]
         return got["baseline"][1].imbalance(got["candidate"][1], suite.max_wait_frac, suite.max_busy_frac)
 
-    for k in range(passes):
-        order = rng.permutation(n) if suite.shuffle else np.arange(n)
-        for pos, i in enumerate(order):
-            base, cand = pairs[int(i)]
-            if suite.cooldown_s and not first:
-                sleep(suite.cooldown_s)
-            first = False
-            t = time.perf_counter() - t_start
-            (seq, got), tries, stayed = retry(lambda b=base, c=cand: attempt(b, c), imbalance, base.entry.name)
-            rec = recs[int(i)]
-            info = {"pass": k, "position": pos, "t_s": round(t, 3), "order": seq}
-            for side in ("baseline", "candidate"):
-                m, reading, cpu = got[side]
-                rec[f"{side}_rounds_ms"].append([round(x, 6) for r in m.rounds_ms for x in r])
-                if cpu is not None:
-                    rec.setdefault(f"{side}_cpu_rounds_ms", []).append(cpu)
-                extra = {key: v for key, v in m.extra.items() if key != "attempts"}
-                if reading.to_dict() or extra:
-                    info[side] = {**reading.to_dict(), **extra}
-            if local and got["baseline"][1].to_dict():
-                info.update(tries=tries, balanced=not stayed)
-            rec["pair_info"].append(info)
-            if progress is not None:
-                progress(k, passes, base.entry.name, float(np.median(rec["candidate_rounds_ms"][-1])))
+    for k, pos, i, t in _schedule(rng, len(pairs), passes, suite, t_start, sleep):
+        base, cand = pairs[i]
+        (seq, got), tries, stayed = retry(lambda b=base, c=cand: attempt(b, c), imbalance, base.entry.name)
+        rec = recs[i]
+        info = {"pass": k, "position": pos, "t_s": round(t, 3), "order": seq}
+        for side in ("baseline", "candidate"):
+            m, reading, cpu = got[side]
+            rec[f"{side}_rounds_ms"].append([round(x, 6) for r in m.rounds_ms for x in r])
+            if cpu is not None:
+                rec.setdefault(f"{side}_cpu_rounds_ms", []).append(cpu)
+            extra = {key: v for key, v in m.extra.items() if key != "attempts"}
+            if reading.to_dict() or extra:
+                info[side] = {**reading.to_dict(), **extra}
+        if local and got["baseline"][1].to_dict():
+            info.update(tries=tries, balanced=not stayed)
+        rec["pair_info"].append(info)
+        if progress is not None:
+            progress(k, passes, base.entry.name, float(np.median(rec["candidate_rounds_ms"][-1])))
 
 
 def _finish(data: dict, t_start: float, complete: bool) -> None:

@@ -119,14 +119,12 @@ class EntryResult(BaseModel):
         return float(np.median([np.median(r) for r in self.rounds_ms]))
 
 
-class BenchResult(BaseModel):
-    """A ``bench run`` result file."""
+class _Job(BaseModel):
+    """What every bench job records besides its entries: where, how, when, and whether it finished."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    format: Literal["hwnat-bench-result"]
     schema_version: Literal[1]
-    suite: SuiteInfo
     device: str
     fingerprint: dict
     protocol: dict
@@ -136,9 +134,16 @@ class BenchResult(BaseModel):
     created_at: str | None = None
     wall_s: float | None = None
     load_avg: dict | None = None
-    entries: list[EntryResult]
     #: where the result was read from (not stored)
     source: str = Field("<memory>", exclude=True)
+
+
+class BenchResult(_Job):
+    """A ``bench run`` result file."""
+
+    format: Literal["hwnat-bench-result"]
+    suite: SuiteInfo
+    entries: list[EntryResult]
 
     def summary(self) -> dict:
         """Metadata without samples (shown in reports)."""
@@ -154,14 +159,19 @@ def result_from_dict(data, source: str = "<memory>") -> BenchResult:
     Raises:
         BadInputError: not a bench result (foreign JSON), an unsupported schema version, or a bad field.
     """
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BadInputError(f"{source}: not an hwnat bench result (expected a JSON object with "
-                            f"\"format\": \"{FORMAT}\", as written by `hwnat bench run`)")
+    return _validated(BenchResult, data, source, FORMAT, "bench result", "hwnat bench run")
+
+
+def _validated(model, data, source: str, fmt: str, what: str, writer: str):
+    """``model(**data)`` after checking the format tag and the schema version; errors name ``source``."""
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise BadInputError(f"{source}: not an hwnat {what} (expected a JSON object with "
+                            f"\"format\": \"{fmt}\", as written by `{writer}`)")
     if data.get("schema_version") != SCHEMA_VERSION:
-        raise BadInputError(f"{source}: bench result schema_version {data.get('schema_version')!r} is not "
+        raise BadInputError(f"{source}: {what} schema_version {data.get('schema_version')!r} is not "
                             f"supported (this hwnat reads {SCHEMA_VERSION})")
     try:
-        return BenchResult(**{**data, "source": source})
+        return model(**{**data, "source": source})
     except ValidationError as e:
         raise BadInputError(f"{source}: {format_validation_error(e)}") from None
 
@@ -254,26 +264,13 @@ class ABEntry(BaseModel):
                          clock)
 
 
-class ABResult(BaseModel):
+class ABResult(_Job):
     """A ``bench ab`` result file."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
     format: Literal["hwnat-bench-ab-result"]
-    schema_version: Literal[1]
     baseline: ABSuiteSide
     candidate: ABSuiteSide
-    device: str
-    fingerprint: dict
-    protocol: dict
-    rounds: int
-    complete: bool = True
-    git_commit: str | None = None
-    created_at: str | None = None
-    wall_s: float | None = None
-    load_avg: dict | None = None
     entries: list[ABEntry]
-    source: str = Field("<memory>", exclude=True)
 
     def side_summary(self, side: str) -> dict:
         """Metadata of one side (shown in reports)."""
@@ -290,16 +287,7 @@ def ab_result_from_dict(data, source: str = "<memory>") -> ABResult:
     Raises:
         BadInputError: not an A/B result, an unsupported schema version, or a bad field.
     """
-    if not isinstance(data, dict) or data.get("format") != AB_FORMAT:
-        raise BadInputError(f"{source}: not an hwnat A/B bench result (expected a JSON object with "
-                            f"\"format\": \"{AB_FORMAT}\", as written by `hwnat bench ab`)")
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise BadInputError(f"{source}: A/B result schema_version {data.get('schema_version')!r} is not "
-                            f"supported (this hwnat reads {SCHEMA_VERSION})")
-    try:
-        return ABResult(**{**data, "source": source})
-    except ValidationError as e:
-        raise BadInputError(f"{source}: {format_validation_error(e)}") from None
+    return _validated(ABResult, data, source, AB_FORMAT, "A/B bench result", "hwnat bench ab")
 
 
 def load_ab_result(path: str | Path) -> ABResult:

@@ -271,6 +271,12 @@ def ab_cmd(baseline: str | None, candidate: str | None, out: Path | None, from_p
         from hwnat.bench.suite import load_suite
 
         base, cand = load_suite(baseline), load_suite(candidate)
+        fields = ("device", "rounds", "protocol", "shuffle", "seed", "cooldown_s", "max_wait_frac",
+                  "max_busy_frac", "contention_retries", "contention_backoff_s")
+        differ = [f for f in fields if getattr(base.suite, f) != getattr(cand.suite, f)]
+        if differ:
+            err(f"note: the suites differ in {', '.join(differ)}; the candidate suite's settings are used "
+                "for both sides")
         n = len({e.name for e in base.suite.entries} & {e.name for e in cand.suite.entries})
         progress, quiet = _measuring(f"bench ab {base.suite.name} vs {cand.suite.name}", n,
                                      rounds or cand.suite.rounds, device or cand.suite.device)

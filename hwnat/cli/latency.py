@@ -121,7 +121,7 @@ def measure(ctx, device, space, archs, out):
       hwnat measure --device cpu --space fbnet --archs archs.csv --out measured.csv
     """
     from hwnat.devices.device import open_device
-    from hwnat.latency.profiler import measure_archs
+    from hwnat.latency.profiler import check_resumable, measure_archs
     from hwnat.spaces import get_space
 
     sp = get_space(space)
@@ -129,6 +129,7 @@ def measure(ctx, device, space, archs, out):
     sp.parse_many(rows)
     quiet = ctx.find_root().params.get("quiet", False)
     with open_device(device) as dev, progress_bar("archs", not quiet) as cb:
+        check_resumable(out, sp, dev, "stats")  # another device's or a foreign file fails here, untouched
         err(f"measuring {len(rows)} {sp.name} architectures on {dev.name} -> {out}")
         measure_archs(sp, dev, rows, out, columns="stats", progress=cb)
     click.echo(f"{out}: {len(rows)} architectures")

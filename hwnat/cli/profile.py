@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 import click
-import numpy as np
 
 from hwnat.cli._common import device_option, err, space_option
 from hwnat.cli._progress import progress_bar
@@ -63,7 +62,14 @@ def profile(ctx, device, space, resolutions, subnets, seed, out, limit):
       hwnat profile --device cpu --space ofa-mbv3 --resolution 224 --subnets 100
     """
     from hwnat.devices.device import open_device
-    from hwnat.latency.profiler import measure_archs, open_table, profile_blocks
+    from hwnat.latency.profiler import (
+        check_resumable,
+        distinct_sample,
+        measure_archs,
+        open_table,
+        profile_blocks,
+        table_vs_measured,
+    )
 
     sp = space_with_resolutions(space, resolutions)
     quiet = ctx.find_root().params.get("quiet", False)
@@ -83,42 +89,12 @@ def profile(ctx, device, space, resolutions, subnets, seed, out, limit):
         unstable = sum(bool(e.get("unstable")) for e in table.entries.values())
         click.echo(f"{out}: {len(table.entries)} entries ({unstable} flagged unstable)")
         if subnets:
-            archs = _distinct_sample(sp, subnets, seed)
+            archs = distinct_sample(sp, subnets, seed)
             data = out.with_name(out.stem + ".subnets.csv")
+            check_resumable(data, sp, dev, "dataset")
             with progress_bar("subnets", not quiet) as cb:
                 measure_archs(sp, dev, archs, data, columns="dataset", progress=cb)
             click.echo(f"{data}: {len(archs)} distinct subnets measured end to end")
-            click.echo(_table_vs_measured(sp, table, data, dev.name))
-
-
-def _distinct_sample(space, n: int, seed: int) -> list[str]:
-    """``n`` distinct random architectures (canonical strings), the same list for the same seed.
-
-    Random draws repeat in small spaces (NAS-Bench-201 has 15,625 cells: 400 draws hold ~5 repeats), and a
-    repeated subnet is measured once, so draws continue until ``n`` are distinct or the space looks
-    exhausted (fewer than ``n`` distinct after many draws).
-    """
-    rng = np.random.default_rng(seed)
-    archs: dict[str, None] = {}
-    for _ in range(50):
-        for a in space.sample(rng, n - len(archs)):
-            archs.setdefault(space.format(a))
-        if len(archs) >= n:
-            break
-    return list(archs)[:n]
-
-
-def _table_vs_measured(space, table, data, column: str) -> str:
-    """One line: how the table sum compares with the measured subnets (the bias a predictor corrects)."""
-    import csv
-
-    from hwnat.latency.metrics import summary
-
-    with open(data, newline="") as f:
-        rows = [(r["arch"], float(r[column])) for r in csv.DictReader(f)]
-    g = space.encode_many(space.parse_many([a for a, _ in rows]))
-    pred, true = table.sum_many(space, g), np.array([ms for _, ms in rows])
-    m = summary(pred, true)
-    bias = 100 * float(np.mean(pred / true - 1))
-    return (f"table sum vs measured ({m['n']} subnets): within 10%: {100 * m['acc10']:.0f}%, "
-            f"MAPE {m['mape_pct']:.1f}%, mean bias {bias:+.1f}%, Spearman {m['spearman']:.3f}")
+            m = table_vs_measured(sp, table, data, dev.name)
+            click.echo(f"table sum vs measured ({m['n']} subnets): within 10%: {100 * m['acc10']:.0f}%, "
+                       f"MAPE {m['mape_pct']:.1f}%, mean bias {m['bias_pct']:+.1f}%, Spearman {m['spearman']:.3f}")

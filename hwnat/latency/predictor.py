@@ -1,24 +1,40 @@
-"""Learned latency predictors: a non-negative linear base over additive terms, an XGBoost correction in
-log space, and conformal intervals; stored as one JSON file (metadata + XGBoost's own JSON, never pickle).
+"""Learned latency predictors: linear bases over additive terms, XGBoost corrections in log space, a
+cross-validated blend of library transfer and architecture features, and jackknife+/CV+ intervals;
+stored as one JSON file (metadata + XGBoost's own JSON, never pickle).
 
-The model for one device predicts ``latency_ms = exp(log(base) + residual)``:
+A fitted model predicts ``log(latency_ms)`` as a blend ``w * lib + (1 - w) * feat`` of two components:
 
-- ``base`` is a non-negative least-squares (NNLS) combination, in milliseconds, of terms that add up over
-  an architecture's blocks: the latency-table sum and per-stage sums when a table for the device exists,
-  FLOPs, parameters, activation memory, and, in few-shot transfer, the latencies that a library of other
-  devices' models predict for the same architecture (``hwnat.latency.transfer``);
-- ``residual`` is an XGBoost regressor on architecture features plus ``log(base)``, fitted either to
-  ``log(y) - log(base)`` (mode ``residual``: the table/library carries the scale, XGBoost what sums
-  miss: fusion, memory traffic, per-call overhead) or to ``log(y)`` directly (mode ``log``);
-- which of ``base``, ``residual`` and ``log`` ships is decided by 5-fold cross-validation on the training
-  data (out-of-fold log-RMSE), and the XGBoost round count by the mean out-of-fold curve (early stopping
-  without a separate validation split); with <= 20 samples the base ships alone (leave-one-out residuals
-  still calibrate its interval);
-- the central interval at the stated coverage (default 90%) is split-conformal on the out-of-fold log
-  residuals (Vovk et al., "Algorithmic Learning in a Random World", 2005; Lei et al., "Distribution-Free
-  Predictive Inference for Regression", JASA 2018): ``exp(log(pred) -+ q)`` with ``q`` the
-  ``ceil((1 - alpha)(n + 1))``-th smallest absolute residual. Coverage is measured in
-  ``benchmarks/predictor_accuracy.py``, not assumed.
+- a component has a *base* and a *form*. The base is a non-negative least-squares (NNLS) combination,
+  in milliseconds, of terms that add up over an architecture's blocks: FLOPs, parameters, activation
+  memory, the latency-table sum and per-stage sums when a table of the device exists (side ``feat``),
+  plus, on side ``lib``, the latencies that a library of other devices' models predicts for the same
+  architecture (few-shot transfer, ``hwnat.latency.transfer``). The form is ``base`` (the base alone),
+  ``residual`` (XGBoost on architecture features and ``log(base)`` fitted to ``log(y) - log(base)``) or
+  ``log`` (the same XGBoost fitted to ``log(y)``);
+- how much to trust the library versus the architecture features is decided from the k samples
+  themselves: cross-validation (leave-one-out up to 20 samples, 5-fold above) scores every candidate
+  component by out-of-fold log-RMSE, keeps the best of each side and picks the blend weight ``w`` from
+  a grid (stacking, Wolpert 1992; Breiman, "Stacked Regressions", 1996). The XGBoost round count of a
+  candidate comes from the mean out-of-fold curve. XGBoost forms are candidates above 20 samples only
+  (leave-one-out cannot tell a correction from noise at k = 10: measured, it lowered Spearman), and
+  over the library base from 100 samples on (``XGB_LIB_MIN``).
+
+Intervals are jackknife+ (up to 20 samples) or CV+ (5 folds) (Barber, Candes, Ramdas, Tibshirani,
+"Predictive inference with the jackknife+", Annals of Statistics 2021). The whole fitting procedure,
+every choice above included, is re-run without each fold; the residual of a training sample comes from
+the model that never saw it and made no choice with it, so no calibration residual chose anything. At an
+architecture ``x`` the interval is built from the values ``log mu_{-k(i)}(x) + r_i`` over the training
+samples ``i`` (``mu_{-k}``: the model fitted without fold ``k``, ``r_i``: the signed out-of-fold log
+residual): of the ``m = floor(alpha (n+1))`` values a level-``alpha`` interval may leave out, the
+``ceil(m/2)`` lowest and the ``floor(m/2)`` highest are left out (``interval_ranks``): central (lower and
+upper tails calibrated separately), so a skewed error gets a skewed interval. Below ``2/alpha - 1``
+samples (19 for 90%) a central interval has no finite rank; the interval is then the symmetric
+jackknife+ one on ``|r_i|``. Stated guarantee
+(Barber et al., Theorems 1 and 4): coverage >= 1 - 2 alpha for jackknife+, and for CV+ with K folds
+>= 1 - 2 alpha - min(2(1 - 1/K)/(n/K + 1), (1 - K/n)/(K + 1)), for exchangeable samples; in practice it is
+close to 1 - alpha, which ``benchmarks/predictor_accuracy.py`` measures at k = 10, 20, 50 and 1000. Any
+coverage can be asked for at prediction time (``predict_genomes(g, coverage=0.95)``): the residuals and
+fold models are stored.
 
 Example:
     >>> p = LatencyPredictor.fit("nasbench201", archs, latency_ms, target="pixel3")   # doctest: +SKIP
@@ -46,8 +62,16 @@ from hwnat.latency.transfer import Library, booster_from_json, booster_to_json
 log = logging.getLogger(__name__)
 
 FORMAT = "hwnat-latency-predictor"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MODES = ("base", "residual", "log")
+#: ``lib``: the base may use the library devices' latencies; ``feat``: architecture features (and table) only
+SIDES = ("lib", "feat")
+#: candidate weights of the library side in the blend (the rest goes to the feature side)
+BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+#: up to this many samples: leave-one-out folds, the linear base only
+LOO_MAX = 20
+#: from this many samples on, XGBoost corrections over the library base are candidates too
+XGB_LIB_MIN = 100
 
 
 @dataclass(frozen=True)
@@ -55,39 +79,57 @@ class FitSettings:
     """Settings of ``LatencyPredictor.fit``; the defaults need no tuning.
 
     Attributes:
-        coverage: central interval coverage (0.5..0.999).
-        modes: candidate model forms; cross-validation picks one (``base``, ``residual``, ``log``). ``None``:
-            ``base`` and ``residual``, plus ``log`` from 50 samples on.
+        coverage: central interval coverage stated in the model (0.5..0.999); another can be asked for
+            at prediction time.
+        modes: candidate forms (``base``, ``residual``, ``log``). ``None``: ``base`` and ``residual``,
+            plus ``log`` from 50 samples on. XGBoost forms need more than 20 samples.
+        sides: candidate sides (``lib``, ``feat``). ``None``: both when a library is given (the blend
+            decides how much to trust it), else ``feat``. ``("lib",)``: always through the library.
         folds: folds of the internal cross-validation above 20 samples (leave-one-out at or below).
+            ``None``: 5 up to 300 samples, 3 above (every fold re-runs the whole procedure, whose own
+            choices cross-validate on the other folds: about 1 + K + K(K-1)/2 XGBoost trainings per
+            candidate, so fewer folds where each fold already holds 100+ samples).
         max_rounds: cap on XGBoost rounds.
-        patience: early-stopping patience (rounds) on the out-of-fold curve.
+        patience: early-stopping patience (rounds) on each out-of-fold curve.
         nthread: XGBoost threads.
         seed: seed of fold shuffling and XGBoost sampling.
     """
 
     coverage: float = 0.9
     modes: tuple[str, ...] | None = None
-    folds: int = 5
-    max_rounds: int = 1500
-    patience: int = 60
+    sides: tuple[str, ...] | None = None
+    folds: int | None = None
+    max_rounds: int = 1000
+    patience: int = 40
     nthread: int = 2
     seed: int = 0
 
     def __post_init__(self):
-        if not 0.5 <= self.coverage < 1.0:
-            raise BadInputError(f"coverage must be in [0.5, 1), got {self.coverage}")
+        _check_coverage(self.coverage)
         bad = [m for m in (MODES if self.modes is None else self.modes) if m not in MODES]
         if bad or self.modes == ():
             raise BadInputError(f"unknown predictor mode {bad[0] if bad else '(none)'!r}; expected some of "
                                 f"{', '.join(MODES)}")
+        bad = [s for s in (SIDES if self.sides is None else self.sides) if s not in SIDES]
+        if bad or self.sides == ():
+            raise BadInputError(f"unknown predictor side {bad[0] if bad else '(none)'!r}; expected some of "
+                                f"{', '.join(SIDES)}")
+        if self.folds is not None and self.folds < 2:
+            raise BadInputError(f"folds must be >= 2, got {self.folds}")
+
+
+def _check_coverage(coverage: float) -> float:
+    if not 0.5 <= coverage < 1.0:
+        raise BadInputError(f"coverage must be in [0.5, 1), got {coverage}")
+    return float(coverage)
 
 
 def xgb_params(n: int, nthread: int, seed: int) -> dict:
     """XGBoost parameters by training-set size: shallow, strongly regularised trees for a few samples."""
     if n < 60:
-        depth, mcw, sub, eta = 2, 1.0, 1.0, 0.05
+        depth, mcw, sub, eta = 2, 1.0, 1.0, 0.1
     elif n < 300:
-        depth, mcw, sub, eta = 4, 2.0, 0.9, 0.05
+        depth, mcw, sub, eta = 4, 2.0, 0.9, 0.1
     else:
         depth, mcw, sub, eta = 6, 2.0, 0.8, 0.1
     return {"eta": eta, "max_depth": depth, "min_child_weight": mcw, "subsample": sub,
@@ -124,6 +166,12 @@ class LinearBase:
     def predict(self, A: np.ndarray) -> np.ndarray:
         return np.maximum(A @ self.weights + self.intercept, self.floor_ms)
 
+    def pruned(self) -> LinearBase:
+        """The same base without the library columns it gives no weight (their models need not ship)."""
+        keep = [i for i, (c, w) in enumerate(zip(self.columns, self.weights, strict=True))
+                if not c.startswith("lib:") or w > 0]
+        return LinearBase([self.columns[i] for i in keep], self.weights[keep], self.intercept, self.floor_ms)
+
     def to_dict(self) -> dict:
         return {"columns": self.columns, "weights": [float(v) for v in self.weights],
                 "intercept": self.intercept, "floor_ms": self.floor_ms}
@@ -134,6 +182,69 @@ class LinearBase:
                    float(d["floor_ms"]))
 
 
+def _xgb_input(X: np.ndarray, lb: np.ndarray) -> np.ndarray:
+    """XGBoost's input: the architecture features and the log of the component's base."""
+    return np.column_stack([X, lb]).astype(np.float32)
+
+
+@dataclass
+class Component:
+    """One model form: a linear base on one side and, for ``residual``/``log``, an XGBoost booster.
+
+    Attributes:
+        form: ``base``, ``residual`` or ``log``.
+        side: ``lib`` or ``feat`` (which columns the base may use).
+        base: the fitted ``LinearBase``.
+        booster: the XGBoost booster (None for ``base``).
+    """
+
+    form: str
+    side: str
+    base: LinearBase
+    booster: object = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.form}:{self.side}"
+
+    def predict_log(self, A: np.ndarray, index: dict[str, int], X: np.ndarray) -> np.ndarray:
+        """log ms of every row; ``A``: the model's additive columns, ``index``: column name -> position."""
+        lb = np.log(self.base.predict(A[:, [index[c] for c in self.base.columns]]))
+        if self.form == "base":
+            return lb
+        r = self.booster.inplace_predict(_xgb_input(X, lb)).astype(np.float64)
+        return lb + r if self.form == "residual" else r
+
+    def to_dict(self) -> dict:
+        return {"form": self.form, "side": self.side, "base": self.base.to_dict(),
+                "booster": booster_to_json(self.booster) if self.booster is not None else None}
+
+    @classmethod
+    def from_dict(cls, d: dict, nthread: int, where: str) -> Component:
+        form, side = d["form"], d["side"]
+        if form not in MODES or side not in SIDES:
+            raise BadInputError(f"{where}: component form/side {form!r}/{side!r}; expected {MODES} / {SIDES}")
+        booster = None
+        if form != "base":
+            if not d.get("booster"):
+                raise BadInputError(f"{where}: form {form!r} needs field 'booster'")
+            booster = booster_from_json(d["booster"], nthread, f"{where}.booster")
+        return cls(form, side, LinearBase.from_dict(d["base"]), booster)
+
+
+#: a blend: (weight, component) pairs whose log predictions are averaged with those weights (sum 1)
+Blend = list
+
+
+def _blend_log(blend: Blend, A: np.ndarray, index: dict[str, int], X: np.ndarray) -> np.ndarray:
+    return sum(w * c.predict_log(A, index, X) for w, c in blend)
+
+
+def _blend_name(blend: Blend) -> str:
+    return " + ".join(f"{w:g} {c.name}" for w, c in blend)
+
+
+# ---- conformal intervals ------------------------------------------------------------------------------
 def _conformal_q(abs_res: np.ndarray, coverage: float) -> float:
     """Split-conformal half-width: the ceil(coverage * (n + 1))-th smallest |residual| (the largest when
     n is too small for the stated coverage)."""
@@ -142,38 +253,280 @@ def _conformal_q(abs_res: np.ndarray, coverage: float) -> float:
     return float(r[min(rank, len(r)) - 1])
 
 
+def interval_ranks(n: int, coverage: float) -> tuple[int, int, bool, bool]:
+    """1-based ranks of the lower and upper bound among ``n`` jackknife+ values.
+
+    Central: of the ``m = floor(alpha (n+1))`` ranks a level-``alpha`` interval may leave out, the lower
+    tail leaves out ``ceil(m/2)`` and the upper tail ``floor(m/2)`` (each tail calibrated on its own; an
+    odd ``m`` gives the extra rank to the lower tail, so the upper bound, which a latency budget is held
+    to, stays at ``alpha/2`` or less). Leaving ``floor(alpha/2 (n+1))`` out on each side instead would
+    waste up to a rank per tail: at n = 50 that is 92% nominal coverage for a stated 90%.
+
+    Returns:
+        ``(lo_rank, hi_rank, central, exact)``: central when each tail can leave out at least one rank
+        (``m >= 2``, from 19 samples at 90%); otherwise the symmetric ranks on ``|r|``. ``exact`` is False
+        when even those had to be clipped to 1..n (too few samples for the coverage: no guarantee).
+    """
+    alpha = 1.0 - coverage
+    m = math.floor(alpha * (n + 1) + 1e-9)
+    if m >= 2:
+        return (m + 1) // 2, n + 1 - m // 2, True, True
+    lo, hi = m, math.ceil((1 - alpha) * (n + 1) - 1e-9)
+    exact = lo >= 1 and hi <= n
+    return max(lo, 1), min(hi, n), False, exact
+
+
+def jackknife_plus(P_fold: np.ndarray, fold_of: np.ndarray, residuals: np.ndarray, coverage: float,
+                   chunk: int = 2_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Jackknife+/CV+ bounds in log space.
+
+    Args:
+        P_fold: ``(m, K)`` log predictions of the K fold models (fitted without fold k) at m points.
+        fold_of: ``(n,)`` fold of each training sample.
+        residuals: ``(n,)`` signed out-of-fold log residuals ``log y_i - log mu_{-k(i)}(x_i)``.
+        coverage: 1 - alpha.
+
+    Returns:
+        ``(lo, hi)`` log bounds ``(m,)``: central ranks where ``n`` allows, else symmetric (see
+        ``interval_ranks``).
+    """
+    n = len(residuals)
+    lo_r, hi_r, central, _ = interval_ranks(n, coverage)
+    m = len(P_fold)
+    lo, hi = np.empty(m), np.empty(m)
+    step = max(1, chunk // max(n, 1))
+    for s in range(0, m, step):
+        V = P_fold[s:s + step][:, fold_of]
+        if central:
+            W = V + residuals
+            lo[s:s + step] = np.partition(W, lo_r - 1, axis=1)[:, lo_r - 1]
+            hi[s:s + step] = np.partition(W, hi_r - 1, axis=1)[:, hi_r - 1]
+        else:
+            R = np.abs(residuals)
+            lo[s:s + step] = np.partition(V - R, lo_r - 1, axis=1)[:, lo_r - 1]
+            hi[s:s + step] = np.partition(V + R, hi_r - 1, axis=1)[:, hi_r - 1]
+    return lo, hi
+
+
 def _folds(n: int, settings: FitSettings) -> list[np.ndarray]:
-    rng = np.random.default_rng(settings.seed)
-    if n <= 20:
+    if n <= LOO_MAX:
         return [np.array([i]) for i in range(n)]
-    perm = rng.permutation(n)
-    return [perm[f::settings.folds] for f in range(settings.folds)]
+    k = settings.folds or (5 if n <= 300 else 3)
+    perm = np.random.default_rng(settings.seed).permutation(n)
+    return [np.sort(perm[f::k]) for f in range(k)]
+
+
+# ---- fitting: one procedure, re-run without each fold ---------------------------------------------------
+def _all_stalled(patience: int):
+    """XGBoost callback: stop once every evaluation set's error has not improved for ``patience`` rounds."""
+    import xgboost as xgb
+
+    class AllStalled(xgb.callback.TrainingCallback):
+        def after_iteration(self, model, epoch, evals_log):
+            for d in evals_log.values():
+                c = d["rmse"]
+                if len(c) - 1 - int(np.argmin(c)) < patience:
+                    return False
+            return bool(evals_log)
+
+    return AllStalled()
+
+
+def _own_curve(sq: np.ndarray, patience: int) -> np.ndarray:
+    """The curve cut where early stopping on it alone would have stopped (so it depends on its own fold
+    only, not on when the training stopped for another fold)."""
+    best = 0
+    for t in range(len(sq)):
+        if sq[t] < sq[best]:
+            best = t
+        if t - best >= patience:
+            return sq[: t + 1]
+    return sq
+
+
+def _mean_curve(curves: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    """Out-of-fold mean squared error per round; a fold that stopped early keeps its last value."""
+    L = max(len(c) for c in curves)
+    tot = np.zeros(L)
+    for c in curves:
+        tot += np.concatenate([c, np.full(L - len(c), c[-1])])
+    return tot / sum(sizes)
+
+
+def _one_se_choice(sq: dict[float, np.ndarray]) -> float:
+    """The library weight to ship: the first of ``BLEND_WEIGHTS`` (most library first) whose out-of-fold
+    mean squared error is within one standard error of the best one's, the standard error of the paired
+    per-sample differences (the one-standard-error rule, Breiman et al., "Classification and Regression
+    Trees", 1984). With 10 samples the scores of the weights differ by noise, and the library, which
+    carries the scale of real devices, keeps its weight unless the features are clearly better; with
+    many samples the rule picks the best weight.
+    """
+    best = min(sq, key=lambda w: sq[w].mean())
+    for w in BLEND_WEIGHTS:
+        d = sq[w] - sq[best]
+        if d.mean() <= d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else w == best:
+            return w
+    return best
+
+
+class _Fitter:
+    """The fitting procedure on the rows outside a set of excluded folds, with every base and booster
+    cached by the rows it was trained on (the fold models' procedures share the nested trainings)."""
+
+    def __init__(self, A, cols, X, y, folds, forms, sides, settings: FitSettings):
+        self.A, self.cols, self.X, self.y = A, cols, X, y
+        self.ylog = np.log(y)
+        self.folds = folds
+        self.fold_of = np.empty(len(y), dtype=np.int64)
+        for k, f in enumerate(folds):
+            self.fold_of[f] = k
+        self.side_cols = {"lib": list(range(len(cols))),
+                          "feat": [i for i, c in enumerate(cols) if not c.startswith("lib:")]}
+        # with a library: log:lib sees the features too, so log:feat is left out; below XGB_LIB_MIN
+        # samples no XGBoost on the library side (measured on NAS-Bench-201 at k = 50: no gain over the
+        # library base, Spearman +0.011/-0.001/-0.001 on pixel3/gold_6240/titanx_32, at 30x the cost),
+        # while residual:feat stays: it is what a model without library would use
+        self.cands = [(f, s) for s in sides for f in forms
+                      if f == "base" or not ("lib" in sides and (
+                          (f == "log" and s == "feat") or (s == "lib" and len(y) < XGB_LIB_MIN)))]
+        self.settings = settings
+        self.params = xgb_params(len(y), settings.nthread, settings.seed)
+        self._bases: dict = {}
+        self._boosters: dict = {}
+
+    def rows(self, excl: frozenset) -> np.ndarray:
+        return np.flatnonzero(~np.isin(self.fold_of, sorted(excl)))
+
+    def base(self, side: str, excl: frozenset) -> tuple[LinearBase, np.ndarray]:
+        key = (side, excl)
+        if key not in self._bases:
+            r, idx = self.rows(excl), self.side_cols[side]
+            b = LinearBase.fit(self.A[np.ix_(r, idx)], self.y[r], [self.cols[i] for i in idx])
+            self._bases[key] = (b, np.log(b.predict(self.A[:, idx])))
+        return self._bases[key]
+
+    def _train(self, form, side, excl, rounds, evals=()):
+        import xgboost as xgb
+
+        _, lb = self.base(side, excl)
+        F = _xgb_input(self.X, lb)
+        off = lb if form == "residual" else np.zeros(len(lb))
+        t = self.ylog - off
+        r = self.rows(excl)
+        hist: dict = {}
+        dev = [(xgb.DMatrix(F[self.folds[j]], t[self.folds[j]]), f"f{j}") for j in evals]
+        b = xgb.train(self.params, xgb.DMatrix(F[r], t[r]), rounds, evals=dev, evals_result=hist,
+                      verbose_eval=False,
+                      callbacks=[_all_stalled(self.settings.patience)] if dev else None)
+        b.set_param({"nthread": self.settings.nthread})
+        return b, hist, F, off
+
+    def booster(self, form: str, side: str, excl: frozenset):
+        """The candidate's booster trained outside ``excl`` and each excluded fold's own error curve."""
+        key = (form, side, excl)
+        if key not in self._boosters:
+            ev = sorted(excl)
+            b, hist, F, off = self._train(form, side, excl, self.settings.max_rounds, ev)
+            curves = {j: _own_curve(np.asarray(hist[f"f{j}"]["rmse"]) ** 2 * len(self.folds[j]),
+                                    self.settings.patience) for j in ev}
+            self._boosters[key] = (b, curves, F, off)
+        return self._boosters[key]
+
+    def procedure(self, excl: frozenset) -> tuple[Blend, dict]:
+        """Choose and fit the blend on the rows outside ``excl``, choosing by cross-validation over the
+        other folds only."""
+        inner = [j for j in range(len(self.folds)) if j not in excl]
+        rows = self.rows(excl)
+        oof, rounds = {}, {}
+        for form, side in self.cands:
+            name = f"{form}:{side}"
+            pred = np.full(len(self.y), np.nan)
+            if form == "base":
+                for j in inner:
+                    pred[self.folds[j]] = self.base(side, excl | {j})[1][self.folds[j]]
+            else:
+                got = [self.booster(form, side, excl | {j}) for j in inner]
+                sq = _mean_curve([e[1][j] for e, j in zip(got, inner, strict=True)],
+                                 [len(self.folds[j]) for j in inner])
+                rounds[name] = int(np.argmin(sq)) + 1
+                for (b, _, F, off), j in zip(got, inner, strict=True):
+                    f = self.folds[j]
+                    it = min(rounds[name], b.num_boosted_rounds())
+                    pred[f] = off[f] + b.inplace_predict(F[f], iteration_range=(0, it))
+            oof[name] = pred
+        yl = self.ylog[rows]
+        scores = {k: float(np.sqrt(np.mean((v[rows] - yl) ** 2))) for k, v in oof.items()}
+        best = {}
+        for name in scores:
+            side = name.split(":")[1]
+            if side not in best or scores[name] < scores[best[side]]:
+                best[side] = name
+        w = 1.0 if "lib" in best else 0.0
+        blend_scores = {}
+        if len(best) == 2:
+            sq = {wt: (wt * oof[best["lib"]][rows] + (1 - wt) * oof[best["feat"]][rows] - yl) ** 2
+                  for wt in BLEND_WEIGHTS}
+            blend_scores = {wt: float(np.sqrt(e.mean())) for wt, e in sq.items()}
+            w = _one_se_choice(sq)
+        blend = []
+        for wt, side in ((w, "lib"), (1.0 - w, "feat")):
+            if wt <= 0:
+                continue
+            form = best[side].split(":")[0]
+            base, _ = self.base(side, excl)
+            booster = None
+            if form != "base":
+                r = rounds[best[side]]
+                if excl:
+                    b = self.booster(form, side, excl)[0]
+                    if r <= b.num_boosted_rounds():  # a prefix: the same trees as a fresh r-round training
+                        booster = b[:r]
+                        booster.set_param({"nthread": self.settings.nthread})
+                if booster is None:
+                    booster = self._train(form, side, excl, r)[0]
+            blend.append((wt, Component(form, side, base, booster)))
+        info = {"rmse_log": scores, "rounds": rounds, "weight_lib": w,
+                "blend_rmse_log": {f"{k:g}": v for k, v in blend_scores.items()}, "chosen": _blend_name(blend)}
+        return blend, info
 
 
 # ---- the predictor ----------------------------------------------------------------------------------
 class LatencyPredictor:
-    """A fitted latency predictor of one device on one space. Build with ``fit`` or ``load``."""
+    """A fitted latency predictor of one device on one space. Build with ``fit`` or ``load``.
 
-    def __init__(self, space: str, target: str, features: ArchFeatures, base: LinearBase, mode: str,
-                 booster=None, library: Library | None = None, interval: dict | None = None,
-                 meta: dict | None = None):
+    Attributes:
+        blend: the shipped model, ``[(weight, Component), ...]`` (log-space blend).
+        fold_models: the blends fitted without each fold (jackknife+/CV+), one per fold.
+        fold_of: fold of each training sample; ``residuals``: its signed out-of-fold log residual.
+        mode: the form of the blend's heaviest component (``base``, ``residual``, ``log``).
+        interval: the stated coverage, the method and a typical half-width (``half_width_log``).
+    """
+
+    def __init__(self, space: str, target: str, features: ArchFeatures, blend: Blend, fold_models: list[Blend],
+                 fold_of: np.ndarray, residuals: np.ndarray, library: Library | None = None,
+                 interval: dict | None = None, meta: dict | None = None):
         self.space_name = space
         self.target = target
         self.features = features
-        self.base = base
-        self.mode = mode
-        self.booster = booster
+        self.blend = blend
+        self.fold_models = fold_models
+        self.fold_of = np.asarray(fold_of, dtype=np.int64)
+        self.residuals = np.asarray(residuals, dtype=np.float64)
         self.library = library
         self.interval = interval or {}
         self.meta = meta or {}
         self._n_lib_features = len(ArchFeatures(features.space).names) if features.has_table else None
+
+    @property
+    def mode(self) -> str:
+        return max(self.blend, key=lambda wc: wc[0])[1].form if self.blend else "base"
 
     # ---- fitting ---------------------------------------------------------------------------------
     @classmethod
     def fit(cls, space, archs: Sequence[str] | None, latency_ms, *, genomes: np.ndarray | None = None,
             target: str = "latency_ms", library: Library | None = None, table=None,
             settings: FitSettings | None = None, source: str = "data") -> LatencyPredictor:
-        """Fit a predictor.
+        """Fit a predictor (the blend, its fold models and the interval's residuals).
 
         Args:
             space: space name or ``SearchSpace``.
@@ -204,84 +557,64 @@ class LatencyPredictor:
         X = fx.transform(g)
         if library is not None and library.feature_names != ArchFeatures(fx.space).names:
             raise BadInputError("library models were fitted on other features than this space's")
-        pred = cls(fx.space.name, target, fx, LinearBase([], np.zeros(0), 0.0, 0.0), "base", library=library)
-        A_all, cols = pred._additive(X, library)
-        y_log = np.log(y)
-
-        # -- cross-validation of the candidate forms ------------------------------------------------
-        folds = _folds(len(y), settings)
+        if library is not None and not library.devices:
+            library = None
+        shell = cls(fx.space.name, target, fx, [], [], [], [], library=library)
+        A, cols = shell._additive(X, library)
         n = len(y)
-        modes = settings.modes
-        if modes is None:
-            modes = ("base", "residual") + (("log",) if n >= 50 else ())
-        # with <= 20 samples leave-one-out cannot tell a correction from noise (measured: picking by it
-        # lowered k=10 Spearman), so the linear base ships alone
-        xgb_modes = [m for m in modes if m != "base"] if n > 20 else []
-        oof = {m: np.zeros(n) for m in ("base", *xgb_modes)}
-        curves = {m: [] for m in xgb_modes}
-        fold_models = {m: [] for m in xgb_modes}
-        params = xgb_params(n, settings.nthread, settings.seed)
-        for te in folds:
-            tr = np.setdiff1d(np.arange(n), te)
-            base = LinearBase.fit(A_all[tr], y[tr], cols)
-            lb = np.log(base.predict(A_all))
-            oof["base"][te] = lb[te]
-            F = np.column_stack([X, lb])
-            for m in xgb_modes:
-                off = lb if m == "residual" else np.zeros(n)
-                b, curve = _train_xgb(F[tr], y_log[tr] - off[tr], F[te], y_log[te] - off[te], params,
-                                      settings.max_rounds, settings.patience)
-                curves[m].append(curve)
-                fold_models[m].append((te, b, F[te], off[te]))
-        rounds = {}
-        for m in xgb_modes:
-            sq = _mean_curve(curves[m], [len(te) for te in folds])
-            rounds[m] = int(np.argmin(sq)) + 1
-            for te, b, Fte, off in fold_models[m]:
-                r = min(rounds[m], b.num_boosted_rounds())
-                oof[m][te] = off + b.inplace_predict(Fte, iteration_range=(0, r))
-        scores = {m: float(np.sqrt(np.mean((oof[m] - y_log) ** 2))) for m in oof}
-        eligible = [m for m in scores if m in modes] or ["base"]
-        mode = min(eligible, key=scores.get)
-        log.info("cross-validated log-RMSE %s -> mode %s", {k: round(v, 4) for k, v in scores.items()}, mode)
+        forms = settings.modes or (("base", "residual") + (("log",) if n >= 50 else ()))
+        forms = tuple(f for f in forms if f == "base" or n > LOO_MAX) or ("base",)
+        sides = tuple(s for s in (settings.sides or SIDES) if s == "feat" or library is not None)
+        if not sides:  # sides=("lib",) without a library
+            sides = ("feat",)
+        folds = _folds(n, settings)
+        fitter = _Fitter(A, cols, X, y, folds, forms, sides, settings)
+        blend, info = fitter.procedure(frozenset())
+        index = {c: i for i, c in enumerate(cols)}
+        fold_models, residuals = [], np.empty(n)
+        for k, f in enumerate(folds):
+            fm, _ = fitter.procedure(frozenset({k}))
+            fold_models.append(fm)
+            residuals[f] = fitter.ylog[f] - _blend_log(fm, A[f], index, X[f])
+        log.info("fitted %s (cross-validated log-RMSE %s)", info["chosen"],
+                 {k: round(v, 4) for k, v in info["rmse_log"].items()})
 
-        # -- final fit on everything -------------------------------------------------------------------
-        base = LinearBase.fit(A_all, y, cols)
-        used_lib = [c[4:] for c, w in zip(cols, base.weights, strict=True) if c.startswith("lib:") and w > 0]
-        keep = [i for i, (c, w) in enumerate(zip(cols, base.weights, strict=True))
-                if not c.startswith("lib:") or w > 0]
-        base = LinearBase([cols[i] for i in keep], base.weights[keep], base.intercept, base.floor_ms)
-        lib_used = library.select(used_lib) if library is not None else None
-        booster = None
-        if mode != "base":
-            lb = np.log(base.predict(A_all[:, keep]))
-            off = lb if mode == "residual" else np.zeros(n)
-            import xgboost as xgb
+        # ship only the library devices some base uses
+        for b in [blend, *fold_models]:
+            for i, (w, c) in enumerate(b):
+                b[i] = (w, Component(c.form, c.side, c.base.pruned(), c.booster))
+        used = {col[4:] for b in [blend, *fold_models] for _, c in b for col in c.base.columns
+                if col.startswith("lib:")}
+        lib_used = library.select([d for d in library.devices if d in used]) if library is not None else None
+        if lib_used is not None and not lib_used.devices:
+            lib_used = None
 
-            booster = xgb.train(params, xgb.DMatrix(np.column_stack([X, lb]), y_log - off), rounds[mode])
-            booster.set_param({"nthread": settings.nthread})
-
-        res = np.abs(oof[mode] - y_log)
-        q = _conformal_q(res, settings.coverage)
-        cv_ms = np.exp(oof[mode])
-        interval = {"coverage": settings.coverage, "half_width_log": q,
-                    "method": "split-conformal on out-of-fold log residuals", "n_calibration": int(n),
-                    "exact": bool(math.ceil(settings.coverage * (n + 1)) <= n)}
-        meta = {
+        cv_ms = np.exp(fitter.ylog - residuals)
+        model = cls(fx.space.name, target, fx, blend, fold_models, fitter.fold_of, residuals, lib_used)
+        P = np.column_stack([_blend_log(fm, A, index, X) for fm in fold_models])
+        lo, hi = jackknife_plus(P, fitter.fold_of, residuals, settings.coverage)
+        _, _, central, exact = interval_ranks(n, settings.coverage)
+        scheme = "jackknife+" if n <= LOO_MAX else f"CV+ ({len(folds)} folds)"
+        model.interval = {
+            "coverage": settings.coverage, "method": f"{scheme}, {'central' if central else 'symmetric'}, "
+                                                     "on out-of-fold log residuals of the whole procedure",
+            "n_calibration": int(n), "central": central, "exact": exact,
+            "half_width_log": float(np.mean(hi - lo) / 2)}
+        model.meta = {
             "training": {"n": int(n), "source": source,
                          "latency_ms": {"min": float(y.min()), "median": float(np.median(y)),
                                         "max": float(y.max())}},
-            "cv": {"folds": len(folds), "rmse_log": scores, "rounds": rounds, "chosen": mode,
-                   "metrics": metrics.summary(cv_ms, y, cv_ms * math.exp(-q), cv_ms * math.exp(q))},
-            "settings": {"coverage": settings.coverage, "modes": list(modes), "folds": settings.folds,
-                         "max_rounds": settings.max_rounds, "patience": settings.patience,
-                         "seed": settings.seed, "xgboost_params": {k: v for k, v in params.items()
-                                                                   if k != "nthread"}},
+            "cv": {"folds": len(folds), "scheme": "leave-one-out" if n <= LOO_MAX else f"{len(folds)}-fold",
+                   **info, "metrics": metrics.summary(cv_ms, y)},
+            "settings": {"coverage": settings.coverage, "modes": list(forms), "sides": list(sides),
+                         "folds": settings.folds, "max_rounds": settings.max_rounds,
+                         "patience": settings.patience, "seed": settings.seed,
+                         "xgboost_params": {k: v for k, v in fitter.params.items() if k != "nthread"}},
         }
-        return cls(fx.space.name, target, fx, base, mode, booster, lib_used, interval, meta)
+        return model
 
     def _additive(self, X: np.ndarray, library: Library | None) -> tuple[np.ndarray, list[str]]:
-        """The base's columns (ms-like, >= 0): library latencies, then additive features."""
+        """The bases' columns (ms-like, >= 0): library latencies, then additive features."""
         names = self.features.names
         cols, mats = [], []
         if library is not None and library.devices:
@@ -294,28 +627,37 @@ class LatencyPredictor:
         return np.hstack(mats), cols
 
     # ---- prediction --------------------------------------------------------------------------------
-    def predict_genomes(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Predicted latency and interval bounds (ms) of many genomes, vectorised.
+    def predict_genomes(self, genomes: np.ndarray, coverage: float | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Predicted latency and central interval bounds (ms) of many genomes, vectorised.
+
+        Args:
+            genomes: ``(n, g)`` integer genomes.
+            coverage: the interval's coverage; default the one stated in the model (``interval``).
+                Any other (e.g. 0.95 for a stricter budget) costs only a partial sort per row.
 
         Returns:
-            ``(latency_ms, lo_ms, hi_ms)``, each ``(n,)``.
+            ``(latency_ms, lo_ms, hi_ms)``, each ``(n,)``; ``lo_ms <= latency_ms <= hi_ms``.
+
+        Example:
+            >>> ms, lo, hi = model.predict_genomes(genomes, coverage=0.95)   # doctest: +SKIP
         """
+        coverage = _check_coverage(self.interval.get("coverage", 0.9) if coverage is None else coverage)
         X = self.features.transform(genomes)
         A, cols = self._additive(X, self.library)
-        if cols != self.base.columns:
-            raise BadInputError(f"model base columns {self.base.columns} do not match {cols}")
-        lb = np.log(self.base.predict(A))
-        if self.mode == "base":
-            out = lb
-        else:
-            r = self.booster.inplace_predict(np.column_stack([X, lb.astype(np.float32)]))
-            out = (lb if self.mode == "residual" else 0.0) + r
-        q = float(self.interval.get("half_width_log", 0.0))
-        return np.exp(out), np.exp(out - q), np.exp(out + q)
+        index = {c: i for i, c in enumerate(cols)}
+        missing = [c for _, comp in self.blend for c in comp.base.columns if c not in index]
+        if missing:
+            raise BadInputError(f"model base column {missing[0]!r} is not among {cols}")
+        out = _blend_log(self.blend, A, index, X)
+        P = np.column_stack([_blend_log(fm, A, index, X) for fm in self.fold_models])
+        lo, hi = jackknife_plus(P, self.fold_of, self.residuals, coverage)
+        return np.exp(out), np.exp(np.minimum(lo, out)), np.exp(np.maximum(hi, out))
 
-    def predict(self, archs: Sequence[str], source: str = "archs") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def predict(self, archs: Sequence[str], source: str = "archs", coverage: float | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Like ``predict_genomes`` for canonical strings (the error names ``source`` and the row)."""
-        return self.predict_genomes(self.features.genomes(list(archs), source))
+        return self.predict_genomes(self.features.genomes(list(archs), source), coverage)
 
     def evaluate(self, archs: Sequence[str], latency_ms, source: str = "data") -> dict:
         """``metrics.summary`` of the predictions against measured latencies."""
@@ -334,15 +676,21 @@ class LatencyPredictor:
             t = self.features.table
             table = {"device": t.device, "space": t.space,
                      "entries": {k: {"median_ms": float(e["median_ms"])} for k, e in t.entries.items()}}
+
+        def blend_dict(b):
+            return [{"weight": float(w), **c.to_dict()} for w, c in b]
+
         return {
             "format": FORMAT, "schema_version": SCHEMA_VERSION, "space": self.space_name, "target": self.target,
             "mode": self.mode, "features": {"names": self.features.names, "has_table": self.features.has_table},
-            "base": self.base.to_dict(), "interval": self.interval, **self.meta,
+            "blend": blend_dict(self.blend), "interval": self.interval,
+            "conformal": {"fold_of": self.fold_of.tolist(), "residuals_log": self.residuals.tolist(),
+                          "fold_models": [blend_dict(b) for b in self.fold_models]},
+            **self.meta,
             "versions": {"hwnat": hwnat.__version__, "xgboost": xgb.__version__, "numpy": np.__version__,
                          "python": platform.python_version()},
             "table": table,
             "library": self.library.to_dict() if self.library is not None else None,
-            "residual_model": booster_to_json(self.booster) if self.booster is not None else None,
         }
 
     def save(self, path: str | Path) -> Path:
@@ -379,15 +727,12 @@ class LatencyPredictor:
             raise BadInputError(f"{where}: not an hwnat latency predictor (field 'format' should be {FORMAT!r})")
         if d.get("schema_version") != SCHEMA_VERSION:
             raise BadInputError(f"{where}: field schema_version = {d.get('schema_version')!r}; this hwnat reads "
-                                f"{SCHEMA_VERSION}")
+                                f"{SCHEMA_VERSION} (refit the model with `hwnat predictor fit`)")
         sp = d.get("space")
         if not isinstance(sp, str):
             raise BadInputError(f"{where}: field 'space' missing")
         if space is not None and sp.replace("_", "-") != space.replace("_", "-"):
             raise BadInputError(f"{where}: model is for space {sp!r}, not {space!r}")
-        mode = d.get("mode")
-        if mode not in MODES:
-            raise BadInputError(f"{where}: field mode = {mode!r}; expected one of {', '.join(MODES)}")
         table = None
         try:
             if d.get("table"):
@@ -397,9 +742,15 @@ class LatencyPredictor:
                 table = LatencyTable(t["space"], t["device"], entries=dict(t["entries"]))
             fx = ArchFeatures(sp, table=table)
             names = d["features"]["names"]
-            base = LinearBase.from_dict(d["base"])
-            interval = dict(d.get("interval") or {})
-            float(interval.get("half_width_log", 0.0))
+            interval = dict(d["interval"])
+            _check_coverage(float(interval["coverage"]))
+            conf = d["conformal"]
+            fold_of = np.asarray(conf["fold_of"], dtype=np.int64)
+            residuals = np.asarray(conf["residuals_log"], dtype=np.float64)
+            raw_blends = [d["blend"], *conf["fold_models"]]
+            if len(fold_of) != len(residuals) or not len(fold_of) or fold_of.min() < 0 \
+                    or fold_of.max() >= len(conf["fold_models"]):
+                raise ValueError("conformal.fold_of / residuals_log do not match the fold models")
         except BadInputError as e:
             raise BadInputError(f"{where}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:
@@ -408,44 +759,28 @@ class LatencyPredictor:
             raise BadInputError(f"{where}: the model's {len(names)} features differ from the {len(fx.names)} this "
                                 f"hwnat computes for {sp} (fitted by another version?); refit it")
         library = Library.from_dict(d["library"], nthread, where) if d.get("library") else None
-        booster = None
-        if mode != "base":
-            if not d.get("residual_model"):
-                raise BadInputError(f"{where}: mode {mode!r} needs field 'residual_model'")
-            booster = booster_from_json(d["residual_model"], nthread, f"{where}: residual_model")
+        blends = []
+        for b_i, raw in enumerate(raw_blends):
+            here = f"{where}: {'blend' if b_i == 0 else f'conformal.fold_models[{b_i - 1}]'}"
+            try:
+                blends.append([(float(c["weight"]), Component.from_dict(c, nthread, here)) for c in raw])
+            except BadInputError:
+                raise
+            except (KeyError, TypeError, ValueError) as e:
+                raise BadInputError(f"{here}: missing or malformed field ({type(e).__name__}: {e})") from None
         meta = {k: d[k] for k in ("training", "cv", "settings") if k in d}
-        return cls(sp, d.get("target", "latency_ms"), fx, base, mode, booster, library, interval, meta)
-
-
-def _train_xgb(Ftr, ytr, Fte, yte, params, max_rounds, patience):
-    """Train with the held-out fold tracked; return the booster and its per-round squared-error sum."""
-    import xgboost as xgb
-
-    dtr = xgb.DMatrix(Ftr, ytr)
-    dte = xgb.DMatrix(Fte, yte)
-    hist: dict = {}
-    b = xgb.train(params, dtr, max_rounds, evals=[(dte, "te")], early_stopping_rounds=patience,
-                  evals_result=hist, verbose_eval=False)
-    rmse = np.asarray(hist["te"]["rmse"], dtype=np.float64)
-    return b, rmse ** 2 * len(yte)
-
-
-def _mean_curve(curves: list[np.ndarray], sizes: list[int]) -> np.ndarray:
-    """Out-of-fold mean squared error per round; a fold that stopped early keeps its last value."""
-    L = max(len(c) for c in curves)
-    tot = np.zeros(L)
-    for c in curves:
-        tot += np.concatenate([c, np.full(L - len(c), c[-1])])
-    return tot / sum(sizes)
+        return cls(sp, d.get("target", "latency_ms"), fx, blends[0], blends[1:], fold_of, residuals, library,
+                   interval, meta)
 
 
 def read_latency_csv(path: str | Path, columns: Sequence[str] | None = None, what: str = "latency",
                      arch_col: str = "arch"):
-    """Read a latency CSV: an ``arch`` column and columns of milliseconds.
+    """Read a latency CSV: an ``arch`` column and columns of milliseconds (``.csv`` or ``.csv.gz``).
 
     Args:
         path: the CSV file.
-        columns: the latency columns required (None: every column but ``arch``).
+        columns: the latency columns required (None: every column but ``arch``; ``[]``: none, the archs
+            only).
         what: wording for messages (``training data``, ``library``...).
 
     Returns:
@@ -462,8 +797,8 @@ def read_latency_csv(path: str | Path, columns: Sequence[str] | None = None, wha
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError:
         raise BadInputError(f"{path}: {what} file not found") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise BadInputError(f"{path}: cannot read {what} CSV: {str(e).splitlines()[0]}") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as e:
+        raise BadInputError(f"{path}: cannot read {what} CSV: {str(e).splitlines()[0] if str(e) else e!r}") from None
     if arch_col not in df.columns:
         raise BadInputError(f"{path}: no {arch_col!r} column (columns: {', '.join(df.columns) or 'none'})")
     if columns is None:
@@ -492,26 +827,10 @@ def read_latency_csv(path: str | Path, columns: Sequence[str] | None = None, wha
 
 
 def read_archs_csv(path: str | Path, arch_col: str = "arch") -> list[str]:
-    """Read the ``arch`` column of a CSV (other columns are ignored).
+    """Read the ``arch`` column of a CSV (other columns are ignored): ``read_latency_csv`` with no
+    latency column.
 
     Raises:
         BadInputError: missing file, no ``arch`` column, no rows, an empty arch.
     """
-    import pandas as pd
-
-    path = Path(path)
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise BadInputError(f"{path}: archs file not found") from None
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as e:
-        raise BadInputError(f"{path}: cannot read archs CSV: {str(e).splitlines()[0]}") from None
-    if arch_col not in df.columns:
-        raise BadInputError(f"{path}: no {arch_col!r} column (columns: {', '.join(df.columns) or 'none'})")
-    if len(df) == 0:
-        raise BadInputError(f"{path}: no data rows")
-    archs = df[arch_col].tolist()
-    for i, a in enumerate(archs):
-        if not a.strip():
-            raise BadInputError(f"{path}: row {i + 1}: column {arch_col!r} is empty")
-    return archs
+    return read_latency_csv(path, [], what="archs", arch_col=arch_col)[0]
