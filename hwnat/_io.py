@@ -57,10 +57,9 @@ def read_json(path: str | os.PathLike, what: str = "file"):
     except (OSError, UnicodeDecodeError) as e:
         raise BadInputError(f"{path}: cannot read {what}: {e}") from None
     if not text.strip():
-        raise BadInputError(f"{path}: {what} is empty")
+        raise BadInputError(f"{path}: not valid JSON: the {what} is empty")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        hint = " (truncated?)" if e.pos >= len(text.rstrip()) else " (corrupt?)"
-        raise BadInputError(f"{path}: not valid JSON{hint} at line {e.lineno} column {e.colno}: {e.msg}") \
-            from None
+        raise BadInputError(f"{path}: not valid JSON (truncated or corrupt?) at line {e.lineno} column "
+                            f"{e.colno}: {e.msg}") from None

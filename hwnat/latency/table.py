@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hwnat._io import write_atomic
+from hwnat._io import read_json, write_atomic
 from hwnat.errors import BadInputError
 from hwnat.spaces import SearchSpace
 
@@ -61,15 +61,7 @@ class LatencyTable:
                 non-numeric entry, or a space/device mismatch (names the file and the field).
         """
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise BadInputError(f"{path}: latency table not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise BadInputError(f"{path}: cannot read latency table: {e}") from None
-        except json.JSONDecodeError as e:
-            raise BadInputError(f"{path}: not valid JSON (truncated or corrupt?) at line {e.lineno} "
-                                f"column {e.colno}: {e.msg}") from None
+        data = read_json(path, "latency table")
         if not isinstance(data, dict):
             raise BadInputError(f"{path}: expected a JSON object with schema_version, space, device, entries")
         ver = data.get("schema_version")
