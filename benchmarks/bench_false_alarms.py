@@ -89,6 +89,7 @@ def main() -> None:
     ap.add_argument("--family", default=None, metavar="CH,SIZE,LAYERS",
                     help="one family of your own instead (e.g. 32,32,20: +10%% layers is ~+10%% time)")
     ap.add_argument("--no-aa", action="store_true", help="A/B jobs without the A/A control entry")
+    ap.add_argument("--aa-only", action="store_true", help="A/B jobs with only the A/A entry")
     ap.add_argument("--protocol", type=json.loads, default={},
                     help='overrides of the default suite\'s protocol, as JSON (e.g. \'{"runs": 20}\')')
     ap.add_argument("--rounds", type=int, default=None, help="passes per two-run run; default: the default suite's")
@@ -115,7 +116,7 @@ def main() -> None:
         args.pairs, n2 = len(abs_), len(runs) // 2
         args.ab_rounds = abs_[0].rounds
         rounds = runs[0].rounds if runs else rounds
-        fams = [(e.name[:-3], None, None) for e in abs_[0].entries if e.name.endswith("-ab")]
+        fams = sorted({(e.name[:-3], None, None) for e in abs_[0].entries})
         walls = {"ab": [r.wall_s for r in abs_], "run": [r.wall_s for r in runs] or [0.0]}
         loads = [r.load_avg["after"][0] for r in abs_]
     else:
@@ -139,9 +140,9 @@ def measure(args, default: Suite, rounds: int, n2: int):
             two_run = [{"name": f"{f}-a", "model": a} for f, a, _ in fams] + \
                       [{"name": f"{f}-b10", "model": b} for f, _, b in fams]
             ab_base = [{"name": f"{f}-{k}", "model": a} for f, a, _ in fams
-                       for k in (("ab",) if args.no_aa else ("aa", "ab"))]
+                       for k in ("aa", "ab") if not (args.no_aa and k == "aa" or args.aa_only and k == "ab")]
             ab_cand = ([] if args.no_aa else [{"name": f"{f}-aa", "model": a} for f, a, _ in fams]) + \
-                      [{"name": f"{f}-ab", "model": b} for f, _, b in fams]
+                      ([] if args.aa_only else [{"name": f"{f}-ab", "model": b} for f, _, b in fams])
             runs, abs_, walls = [], [], {"ab": [], "run": []}
             for i in range(args.pairs):
                 t0 = time.perf_counter()
@@ -187,7 +188,7 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
         for i in range(args.pairs):
             comp = {e.name: e.verdict for e in compare_ab(abs_[i], clock=clock, **kw).entries}
             aaab += [comp[f"{f}-aa"] for f, _, _ in fams if f"{f}-aa" in comp]
-            abab += [comp[f"{f}-ab"] for f, _, _ in fams]
+            abab += [comp[f"{f}-ab"] for f, _, _ in fams if f"{f}-ab" in comp]
         out_modes[clock] = {"two-run": {"aa": tally(aa2), "ab10": tally(ab2)},
                             "ab-job": {"aa": tally(aaab), "ab10": tally(abab)}}
     # A/B jobs under other thresholds: how many regressed, how many were significant (p < alpha)
@@ -203,12 +204,13 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
                     c["significant"] += bool(e.significant)
 
     # the real size of the slowdown: pooled paired ratios of the A/B jobs
+    kind = "aa" if args.aa_only or not any(e.name.endswith("-ab") for e in abs_[0].entries) else "ab"
     ratio = {clock: {f: float(np.exp(np.median(np.concatenate([
         np.log(round_values(e.on_clock("candidate", clock), "median") /
                round_values(e.on_clock("baseline", clock), "median"))
-        for r in abs_ for e in r.entries if e.name == f"{f}-ab"])))) for f, _, _ in fams} for clock in CLOCKS}
+        for r in abs_ for e in r.entries if e.name == f"{f}-{kind}"])))) for f, _, _ in fams} for clock in CLOCKS}
     med = {clock: {f: float(np.median([np.median(round_values(e.on_clock("baseline", clock), "median"))
-                                       for r in abs_ for e in r.entries if e.name == f"{f}-ab"]))
+                                       for r in abs_ for e in r.entries if e.name == f"{f}-{kind}"]))
                    for f, _, _ in fams} for clock in CLOCKS}
     infos = [i for r in runs for e in r.entries for i in e.round_info]
     pinfo = [p for r in abs_ for e in r.entries for p in e.pair_info]
