@@ -117,8 +117,8 @@ def test_kill_9_then_resume(tmp_path):
     kept as it was, and the rerun finishes every iteration once."""
     out = tmp_path / "killed"
     args = [sys.executable, "-m", "hwnat.cli.main", "-v", "search", *CSV_ARGS, "--latency-ms", "8",
-            "--initial", "10", "--candidates", "4", "--iterations", "3", "--population", "16",
-            "--generations", "4", "--out", str(out)]
+            "--initial", "8", "--candidates", "3", "--iterations", "3", "--population", "12",
+            "--generations", "3", "--out", str(out)]
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     p = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     state = out / "state.json"
@@ -148,7 +148,7 @@ def test_kill_9_then_resume(tmp_path):
     assert [h["iteration"] for h in final["history"]] == [1, 2, 3]
     after = {r["arch"]: r["accuracy"] for r in final["archive"]}
     assert all(after[a] == v for a, v in done_rows.items())
-    assert len(after) == 10 + 3 * 4
+    assert len(after) == 8 + 3 * 3
 
 
 @pytest.mark.parametrize("extra, message", [
