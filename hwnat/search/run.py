@@ -261,8 +261,8 @@ def _device_name(device: str, model_spec: str) -> str:
     try:
         return load_device(device).name
     except BadInputError:
-        if model_spec.startswith("csv:"):
-            return device  # a published dataset's device column: a label, not a device file
+        if model_spec.startswith("csv:") or model_spec == "predictor":
+            return device  # a published dataset's column or a predictor's device: a label, not a device file
         raise
 
 
