@@ -100,24 +100,33 @@ def tau(args) -> dict:
     pool.sort(key=space.flops)
     archs = [pool[int(round(q))] for q in np.linspace(0, len(pool) - 1, args.subnets)]
     strings = [space.format(a) for a in archs]
-    c0, t0 = _cpu_s(), time.perf_counter()
-    inherited = acc.evaluate(strings)
-    eval_s = (time.perf_counter() - t0) / len(strings)
-    eval_cpu_s = (_cpu_s() - c0) / len(strings)
-    done_path = work / f"scratch-{tag}-e{args.scratch_epochs}.json"
-    done = json.loads(done_path.read_text()) if done_path.exists() else {}
+    done_dir = work / f"scratch-{tag}-e{args.scratch_epochs}"
+    done_dir.mkdir(exist_ok=True)
+    shard, shards = (int(v) for v in args.shard.split("/"))
     for i, (a, s) in enumerate(zip(archs, strings, strict=True)):
-        if s in done:
+        path = done_dir / f"{i:03d}.json"
+        if path.exists() or i % shards != shard:
             continue
         top1, sec = train_from_scratch(space, a, task, epochs=args.scratch_epochs, batch_size=args.batch_size,
                                        lr=args.lr, proxy_scale=acc.proxy_scale, seed=args.seed,
                                        max_val=args.max_val)
-        done[s] = {"accuracy": top1, "train_s": sec}
-        tmp = done_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(done))
-        os.replace(tmp, done_path)
-        print(f"[{i + 1}/{len(archs)}] from scratch {top1:.2f}% ({sec:.0f} s), inherited {inherited[i]:.2f}%",
-              flush=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"arch": s, "accuracy": top1, "train_s": sec}))
+        os.replace(tmp, path)
+        print(f"[{i + 1}/{len(archs)}] from scratch {top1:.2f}% ({sec:.0f} s)", flush=True)
+    files = [done_dir / f"{i:03d}.json" for i in range(len(archs))]
+    if not all(f.exists() for f in files):
+        raise SystemExit(f"shard {args.shard} done; other shards still training in {done_dir}")
+    done = {}
+    for f, s in zip(files, strings, strict=True):
+        d = json.loads(f.read_text())
+        if d["arch"] != s:
+            raise SystemExit(f"{f}: holds {d['arch']}, expected {s} (changed settings? remove {done_dir})")
+        done[s] = d
+    c0, t0 = _cpu_s(), time.perf_counter()
+    inherited = acc.evaluate(strings)
+    eval_s = (time.perf_counter() - t0) / len(strings)
+    eval_cpu_s = (_cpu_s() - c0) / len(strings)
     scratch = np.array([done[s]["accuracy"] for s in strings])
     flops = np.array([space.flops(a) / 1e6 for a in archs])
     kt = stats.kendalltau(inherited, scratch)
@@ -148,7 +157,10 @@ def main() -> None:
     ap.add_argument("--proxy-scale", type=float, default=CPU_PROXY_SCALE)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--shard", default="0/1", help="K/N: train from scratch only subnets i with i %% N == K "
+                    "(run N processes; the last one to finish, or a rerun, computes tau)")
     ap.add_argument("--timing", action="store_true", help="also time warm-up and evaluation on MNIST defaults")
+    ap.add_argument("--skip-tau", action="store_true", help="only the --timing part")
     ap.add_argument("--timing-evals", type=int, default=10)
     ap.add_argument("--timing-max-val", type=int, default=500)
     ap.add_argument("--workdir", default="benchmarks/results/search_supernet_work")
@@ -162,6 +174,10 @@ def main() -> None:
     if args.timing:
         result["timing_mnist"] = timing(args)
         print(json.dumps(result["timing_mnist"], indent=1), flush=True)
+    if args.skip_tau:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+        return
     result["tau"] = tau(args)
     result["load_avg_end"] = list(os.getloadavg())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -126,9 +126,11 @@ def test_warm_up_trains_saves_and_resumes_exactly(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         one.warm_up(2, tmp_path / "resumed.pt")
     assert load_checkpoint(tmp_path / "resumed.pt")["epochs_done"] == {"1.0": 1}
-    _, two = _source(task)
+    ran = []
+    _, two = _source(task, progress=lambda done, total, label: ran.append(done))
     two.warm_up(2, tmp_path / "resumed.pt")
-    assert two.epochs_done == {"1.0": 2} and len(two.timing["epoch_s"]) == 1  # only the missing epoch ran
+    assert two.epochs_done == {"1.0": 2} and len(ran) == steps  # only the missing epoch ran
+    assert len(two.timing["epoch_s"]) == 2  # epoch times travel with the checkpoint
     resumed = two.nets["1.0"].state_dict()
     for k in after:
         assert torch.equal(after[k], resumed[k]), k

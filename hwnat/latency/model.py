@@ -386,7 +386,8 @@ def open_latency_model(spec: str, space: SearchSpace, device: str, *, predictor:
     Args:
         spec: ``table``, ``predictor``, ``measure`` or ``csv:PATH:COLUMN``.
         space: the search space.
-        device: device name or YAML path (for ``csv`` only a label: the dataset's device).
+        device: device name or YAML path (for ``csv``, and ``predictor`` with a model file, a label is
+            enough: the dataset's or the predictor's device).
         predictor: predictor JSON for ``predictor``.
         table: latency table path for ``table`` (default: found or profiled, see ``open_table_model``).
         cache_dir: where ``measure`` keeps ``measured-<device>-<space>.csv``.
@@ -402,9 +403,15 @@ def open_latency_model(spec: str, space: SearchSpace, device: str, *, predictor:
         return open_table_model(space, device, table, progress)
     from hwnat.devices.spec import load_device
 
-    name = load_device(device).name
-    if spec == "predictor":
+    if spec == "predictor":  # needs no device: a label without a device file names the predicted one
+        try:
+            name = load_device(device).name
+        except BadInputError:
+            if predictor is None:
+                raise
+            name = device
         return open_predictor_model(space, name, predictor)
+    name = load_device(device).name
     if spec == "measure":
         return MeasuredLatency(space, device, Path(cache_dir) / f"measured-{name}-{space.name}.csv", progress)
     raise BadInputError(f"unknown latency model {spec!r}; expected one of: {', '.join(KINDS)}")

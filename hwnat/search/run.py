@@ -28,10 +28,12 @@ log = logging.getLogger(__name__)
 QUICK = {"initial": 8, "iterations": 2, "candidates": 4, "pop_size": 24, "generations": 8,
          "warmup_epochs": 1, "max_train": 1000, "max_val": 400, "adapt_steps": 5, "picks": 2,
          "resolutions": (224,)}
-#: defaults of a full run (``hwnat search --latency-ms 20``: meant for <= 15 min on 2 CPU cores with
-#: warm-up and a first-time profile of the table; per-phase times are in report.md)
+#: defaults of a full run (``hwnat search --latency-ms 20``: sized for <= 15 min on 2 idle CPU cores
+#: including the first-time table profile (868 blocks, ~7 min) and the supernet warm-up (2 epochs of 2,000
+#: MNIST images, ~3 min from the supernet benchmark's ~0.046 CPU s per image-epoch); an estimate from
+#: per-phase costs, not a measured run: per-phase times are in every report.md)
 FULL = {"initial": 16, "iterations": 4, "candidates": 6, "pop_size": 60, "generations": 20,
-        "warmup_epochs": 2, "max_train": None, "max_val": 1000, "adapt_steps": 10, "picks": 3,
+        "warmup_epochs": 2, "max_train": 2000, "max_val": 1000, "adapt_steps": 10, "picks": 3,
         "resolutions": ()}
 
 
@@ -261,8 +263,8 @@ def _device_name(device: str, model_spec: str) -> str:
     try:
         return load_device(device).name
     except BadInputError:
-        if model_spec.startswith("csv:"):
-            return device  # a published dataset's device column: a label, not a device file
+        if model_spec.startswith("csv:") or model_spec == "predictor":
+            return device  # a published dataset's column or a predictor's device: a label, not a device file
         raise
 
 

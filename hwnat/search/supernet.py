@@ -464,7 +464,8 @@ class SupernetAccuracy:
                      "epochs_done": dict(self.epochs_done), "adapted_steps": self.adapted_steps,
                      "models": {k: net.state_dict() for k, net in self.nets.items()},
                      "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
-                     "rng": _rng_state(self.rng)}, Path(path))
+                     "rng": _rng_state(self.rng),
+                     "timing": {k: [float(v) for v in vs] for k, vs in self.timing.items()}}, Path(path))
 
     def load(self, path: str | os.PathLike) -> None:
         """Load a checkpoint written by ``save`` (weights_only). Bad or mismatching file -> BadInputError."""
@@ -492,6 +493,8 @@ class SupernetAccuracy:
                                 f"({str(e).splitlines()[0][:160]})") from None
         self.epochs_done = {k: int(ck.get("epochs_done", {}).get(k, 0)) for k in self.nets}
         self.adapted_steps = int(ck.get("adapted_steps", 0))
+        # the warm-up's epoch times stay with the weights (reports show them after a resume)
+        self.timing["epoch_s"] = [float(v) for v in ck.get("timing", {}).get("epoch_s", [])]
         self._changed()
 
 
