@@ -187,7 +187,7 @@ def choose_edges(gates: np.ndarray, costs: Costs, budget_ms: float) -> np.ndarra
 
     searched = np.flatnonzero(gates >= 0.5)
     kept = np.zeros(len(gates), dtype=bool)
-    if len(searched):
+    if len(searched) and budget_ms >= costs.base_ms:  # below the base (noisy anchors): nothing fits
         kept[searched] = knapsack(gates[searched], costs.cost_ms[searched], budget_ms - costs.base_ms)
     return kept
 
