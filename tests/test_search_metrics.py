@@ -115,6 +115,6 @@ def test_shipped_nasbench201_exhaustive_front_is_exactly_the_nondominated_set():
     assert not dominates.any()
     # ... and every arch within budget off the front is dominated by (or equal to) a front point
     off = np.setdiff1d(inside, rows)
-    O = objectives(t.accuracy[off], t.latency_ms[off])
-    covered = np.all(P[None, :, :] <= O[:, None, :], axis=2).any(axis=1)
+    offs = objectives(t.accuracy[off], t.latency_ms[off])
+    covered = np.all(P[None, :, :] <= offs[:, None, :], axis=2).any(axis=1)
     assert covered.all()
