@@ -70,7 +70,8 @@ def test_table_model_profiles_missing_table_then_resumes(nb201, table_dir, monke
     m2 = open_latency_model("table", nb201, dev, progress=lambda d, t, label: seen.append((d, t, label)))
     assert set(dropped) <= set(m2.table.entries)
     assert {k: m2.table.entries[k]["median_ms"] for k in kept} == kept
-    assert [s for s in seen if s[2] != "done"] == [(14, 16, dropped[0]), (15, 16, dropped[1])]
+    n = len(d["entries"]) + 2  # every block of the space
+    assert [s for s in seen if s[2] != "done"] == [(n - 2, n, dropped[0]), (n - 1, n, dropped[1])]
 
 
 def test_table_extremes_match_brute_force(nb201, table_dir, monkeypatch):
@@ -143,7 +144,8 @@ def test_predictor_model_interval(nb201, tmp_path):
     lo, hi = m.interval(g, p.interval["coverage"])
     assert np.allclose(lo, lo_ref) and np.allclose(hi, hi_ref)
     lo2, hi2 = m.interval(g, 0.98)  # a wider coverage gives a wider interval around the same estimate
-    assert np.all(hi2 > hi) and np.all(lo2 < lo) and np.allclose(np.sqrt(lo2 * hi2), ms)
+    assert np.all(hi2 >= hi) and np.all(lo2 <= lo) and np.all((lo2 <= ms) & (ms <= hi2))
+    assert np.all(hi2 - lo2 > hi - lo)
     assert np.allclose(m.upper_ms(g, p.interval["coverage"]), hi_ref)
 
 

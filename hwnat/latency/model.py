@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -210,27 +209,15 @@ class PredictorLatency(LatencyModel):
 
     @property
     def has_interval(self) -> bool:
-        return bool(self.predictor.interval.get("coverage")) and float(
-            self.predictor.interval.get("half_width_log", 0.0)) > 0
+        return bool(self.predictor.interval.get("coverage"))
 
     def interval(self, genomes, coverage):
-        """The model's stored interval at its own coverage; at another coverage the log half-width is
-        rescaled by the ratio of normal quantiles (the stored one is exact, the rescaled one assumes
-        roughly normal log residuals; ``describe`` says which was used)."""
+        """The predictor's central conformal interval (jackknife+ / CV+, see ``hwnat.latency.predictor``)
+        at ``coverage``: computed from its out-of-fold models, not rescaled from the stored coverage."""
         if not self.has_interval:
             return super().interval(genomes, coverage)
-        pred = self.ms(genomes)
-        q = self.half_width_log(coverage)
-        return pred * math.exp(-q), pred * math.exp(q)
-
-    def half_width_log(self, coverage: float) -> float:
-        from scipy.stats import norm
-
-        iv = self.predictor.interval
-        c0, q0 = float(iv["coverage"]), float(iv["half_width_log"])
-        if abs(coverage - c0) < 1e-9:
-            return q0
-        return q0 * float(norm.ppf(0.5 + coverage / 2) / norm.ppf(0.5 + c0 / 2))
+        _, lo, hi = self.predictor.predict_genomes(np.asarray(genomes, dtype=np.int64), coverage=coverage)
+        return lo, hi
 
     def describe(self):
         iv = self.predictor.interval
@@ -276,7 +263,7 @@ class MeasuredLatency(LatencyModel):
 
         if not self.cache.exists():
             return
-        read_done_archs(self.cache)  # drops a torn last line (killed mid-write)
+        read_done_archs(self.cache, self.space)  # drops a torn last line (killed mid-write)
         with open(self.cache, newline="") as f:
             for row in csv.DictReader(f):
                 try:
