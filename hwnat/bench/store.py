@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hwnat._io import write_atomic
+from hwnat._io import read_json, write_atomic
 from hwnat.devices.spec import format_validation_error
 from hwnat.errors import BadInputError
 from hwnat.measure.fingerprint import COMPARABLE_FIELDS
@@ -183,27 +183,7 @@ def load_result(path: str | Path) -> BenchResult:
         BadInputError: missing/unreadable file, truncated or invalid JSON, foreign JSON, bad fields.
     """
     p = Path(path)
-    return result_from_dict(_read_json(p), str(p))
-
-
-def _read_json(p: Path):
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise BadInputError(f"{p}: result file not found") from None
-    except IsADirectoryError:
-        raise BadInputError(f"{p}: is a directory, expected a result JSON file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInputError(f"{p}: cannot read result file: {e}") from None
-    if not text.strip():
-        raise BadInputError(f"{p}: result file is empty")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        hint = " (the file looks truncated)" if e.pos >= len(text.rstrip()) else ""
-        raise BadInputError(f"{p}: not valid JSON{hint}: {e.msg} at line {e.lineno} column {e.colno}") \
-            from None
-    return data
+    return result_from_dict(read_json(p, "result file"), str(p))
 
 
 def save_result(data: dict, path: str | Path) -> Path:
@@ -297,7 +277,7 @@ def load_ab_result(path: str | Path) -> ABResult:
         BadInputError: missing/unreadable file, truncated or invalid JSON, foreign JSON, bad fields.
     """
     p = Path(path)
-    return ab_result_from_dict(_read_json(p), str(p))
+    return ab_result_from_dict(read_json(p, "result file"), str(p))
 
 
 # ---------------------------------------------------------------------------------------------------
