@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import nnls
 
+from hwnat._io import read_json, write_atomic
 from hwnat.errors import BadInputError
 from hwnat.latency import metrics
 from hwnat.latency.features import ArchFeatures
@@ -695,7 +696,6 @@ class LatencyPredictor:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as one JSON file (atomically)."""
-        from hwnat._io import write_atomic
 
         path = Path(path)
         write_atomic(path, json.dumps(self.to_dict(), separators=(",", ":")).encode())
@@ -710,15 +710,7 @@ class LatencyPredictor:
                 set this hwnat does not produce.
         """
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise BadInputError(f"{path}: model file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise BadInputError(f"{path}: cannot read model: {e}") from None
-        except json.JSONDecodeError as e:
-            raise BadInputError(f"{path}: not valid JSON (truncated or corrupt?) at line {e.lineno} column "
-                                f"{e.colno}: {e.msg}") from None
+        d = read_json(path, "model file")
         return cls.from_dict(d, where=str(path), space=space, nthread=nthread)
 
     @classmethod
