@@ -696,7 +696,6 @@ class LatencyPredictor:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as one JSON file (atomically)."""
-
         path = Path(path)
         write_atomic(path, json.dumps(self.to_dict(), separators=(",", ":")).encode())
         return path
