@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hwnat.cli.import_log import EXAMPLE, add_to_dataset
+from hwnat.cli.import_log import EXAMPLE
 from hwnat.cli.main import cli
 from hwnat.errors import BadInputError, HwnatError
+from hwnat.latency.dataset import add_to_dataset
 
 FIX = Path(__file__).parent / "fixtures" / "harness"
 NB201 = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"

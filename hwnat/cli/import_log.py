@@ -4,20 +4,17 @@ onnxruntime_perf_test) into hwnat: read its log, print the measurement, add it t
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import re
-import stat
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
 from hwnat.cli._common import echo_json, err, json_option
 from hwnat.errors import BadInputError
+from hwnat.latency.dataset import add_to_dataset
 
 #: what a dataset column (a device name) may look like when it is not a device file
 _COLUMN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -163,85 +160,3 @@ def _finite(obj):
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
-
-def add_to_dataset(path: Path, arch: str, column: str, value_ms: float, *, replace: bool = False) -> str:
-    """Put ``value_ms`` in row ``arch``, column ``column`` of a latency dataset CSV; returns ``"added"``
-    (new row), ``"filled"`` (empty cell) or ``"replaced"``.
-
-    The file (``arch`` + one column of milliseconds per device, DESIGN.md) is created with a header when
-    absent; a missing column is added (empty for other rows). The whole file is rewritten to a temporary
-    file next to it and renamed over it, so a crash never leaves half a file.
-
-    Raises:
-        BadInputError: unreadable file, no ``arch`` column, ragged rows, a duplicated arch row, or a
-            value already there without ``replace``.
-    """
-    path = Path(path)
-    header, rows = ["arch"], []
-    if path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-            table = list(csv.reader(io.StringIO(text)))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            raise BadInputError(f"{path}: cannot read the dataset: {e}") from None
-        table = [r for r in table if r]
-        if table:
-            header, rows = table[0], table[1:]
-            if "arch" not in header:
-                raise BadInputError(f"{path}: not a latency dataset: the header {header} has no 'arch' column")
-            if len(set(header)) != len(header):
-                raise BadInputError(f"{path}: the header {header} repeats a column")
-            for i, r in enumerate(rows, 2):
-                if len(r) != len(header):
-                    raise BadInputError(f"{path}: row {i} has {len(r)} fields, the header has {len(header)}")
-    if column not in header:
-        header = [*header, column]
-        rows = [[*r, ""] for r in rows]
-    ai, ci = header.index("arch"), header.index(column)
-    hits = [r for r in rows if r[ai] == arch]
-    if len(hits) > 1:
-        raise BadInputError(f"{path}: the architecture appears in {len(hits)} rows; fix the dataset first")
-    cell = f"{value_ms:.6g}"
-    if hits:
-        row = hits[0]
-        if row[ci].strip() and not replace:
-            raise BadInputError(f"{path}: this architecture already has {column} = {row[ci]} ms; pass "
-                                "--replace to overwrite it")
-        action = "replaced" if row[ci].strip() else "filled"
-        row[ci] = cell
-    else:
-        row = [""] * len(header)
-        row[ai], row[ci] = arch, cell
-        rows.append(row)
-        action = "added"
-    _write_atomic(path, [header, *rows])
-    return action
-
-
-def _write_atomic(path: Path, table: list[list[str]]) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot write here: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f, lineterminator="\n").writerows(table)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():  # keep the file's mode; a new file gets the usual one (mkstemp makes 0600)
-            mode = stat.S_IMODE(path.stat().st_mode)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise BadInputError(f"{path}: cannot write the dataset: {e.strerror or e}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
