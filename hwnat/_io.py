@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 
 from hwnat.errors import BadInputError
 
 
 def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``.
+    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``; a file that
+    already exists keeps its permissions.
 
     Raises:
         BadInputError: the file or its folder cannot be written (names the path).
@@ -29,6 +31,8 @@ def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import stat
-import tempfile
 from pathlib import Path
 
+from hwnat._io import write_atomic
 from hwnat.errors import BadInputError
 
 
@@ -63,33 +61,7 @@ def add_to_dataset(path: Path, arch: str, column: str, value_ms: float, *, repla
         row[ai], row[ci] = arch, cell
         rows.append(row)
         action = "added"
-    _write_atomic(path, [header, *rows])
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
+    write_atomic(path, buf.getvalue())
     return action
-
-
-def _write_atomic(path: Path, table: list[list[str]]) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise BadInputError(f"{path}: cannot write here: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f, lineterminator="\n").writerows(table)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():  # keep the file's mode; a new file gets the usual one (mkstemp makes 0600)
-            mode = stat.S_IMODE(path.stat().st_mode)
-        else:
-            umask = os.umask(0)
-            os.umask(umask)
-            mode = 0o666 & ~umask
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise BadInputError(f"{path}: cannot write the dataset: {e.strerror or e}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

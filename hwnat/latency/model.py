@@ -195,7 +195,7 @@ def _writable(path: Path) -> bool:
 
 # ---- predictor ------------------------------------------------------------------------------------------
 class PredictorLatency(LatencyModel):
-    """A ``LatencyPredictor``'s estimate (ms) and its split-conformal interval."""
+    """A ``LatencyPredictor``'s estimate (ms) and its conformal (jackknife+ / CV+) interval."""
 
     kind = "predictor"
 
