@@ -166,3 +166,35 @@ def test_search_bounds_narrow_to_sampled_values():
     g = sp.sample_genomes(np.random.default_rng(0), 500)
     assert np.all(g >= lo) and np.all(g <= hi)
     assert {sp.decode(lo).r, sp.decode(hi).r} == {200, 204}
+
+
+def test_fit_affine_recovers_overhead_and_scale_and_resists_one_outlier():
+    from hwnat.latency.model import fit_affine
+
+    pred = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
+    a, b = fit_affine(pred, 1.05 * pred + 0.3)
+    assert a == pytest.approx(1.05) and b == pytest.approx(0.3)
+    meas = 1.05 * pred + 0.3
+    meas[2] *= 3  # one disturbed measurement
+    a, b = fit_affine(pred, meas)
+    assert a == pytest.approx(1.05, rel=0.05)
+    assert fit_affine([2.0, 2.1], [2.2, 2.31]) == (pytest.approx(1.1), 0.0)  # too close for a slope: a ratio
+    assert fit_affine([], []) == (1.0, 0.0)
+
+
+def test_calibrated_model_maps_estimate_and_refits(nb201, tmp_path):
+    from hwnat.latency.model import CalibratedLatency, CsvLatency, calibration_archs
+
+    base = open_latency_model("csv::pixel3", nb201, "pixel3")
+    assert isinstance(base, CsvLatency)
+    archs = calibration_archs(base, 4, seed=0)
+    g = np.stack([nb201.encode(nb201.parse(a)) for a in archs])
+    v = base.ms(g)
+    assert len(set(archs)) == 4 and np.all(np.diff(v) >= 0)  # spread over the range, in order
+    m = CalibratedLatency(base, [(a, float(x), 1.1 * float(x) + 0.5) for a, x in zip(archs, v)])
+    assert np.allclose(m.ms(g), 1.1 * v + 0.5)
+    d = m.describe()
+    assert d["model"] == "csv+calibration" and d["calibration"]["points"] == 4
+    assert d["calibration"]["mean_abs_error_pct_after"] < 1e-6 < d["calibration"]["mean_abs_error_pct_before"]
+    m.refit([(a, float(x), 2 * float(x)) for a, x in zip(archs, v)])
+    assert np.allclose(m.ms(g), 2 * v)

@@ -66,11 +66,14 @@ def test_search_nasbench201_end_to_end_verified(work):
     within = picks["measured_ms"] <= budget
     assert list(picks["within_budget"]) == list(within)
     assert r.exit_code == (0 if within.any() else 1), r.output
-    # first row: the most accurate archived architecture predicted within the budget
-    feas = archive[archive["latency_ms_tinycpu"] <= budget]
+    # first row: the most accurate archived architecture predicted within the budget (and not measured over it)
+    state = json.loads((out / "state.json").read_text())
+    feas = archive[(archive["latency_ms_tinycpu"] <= budget) & ~archive["arch"].isin(state["rejected"])]
     assert picks["accuracy"].iloc[0] == feas["accuracy"].max()
     assert (picks["latency_ms"] <= budget).all()
-    # accuracies are the shipped table's, latencies the table model's
+    # accuracies are the shipped table's, latencies the table model's calibrated on whole networks
+    cal = state["latency_models"]["tinycpu"]["calibration"]
+    assert cal["points"] >= 5 and len(pd.read_csv(out / "calibration-tinycpu.csv")) == 5
     from hwnat.latency.model import open_latency_model
     from hwnat.search.accuracy import open_table_accuracy
     from hwnat.spaces import get_space
@@ -80,13 +83,13 @@ def test_search_nasbench201_end_to_end_verified(work):
     assert np.allclose(picks["accuracy"], open_table_accuracy(sp, None).lookup(g))
     os.chdir(d)
     try:
-        assert np.allclose(picks["latency_ms"], open_latency_model("table", sp, dev).ms(g), rtol=1e-5)
+        table_ms = open_latency_model("table", sp, dev).ms(g)
+        assert np.allclose(picks["latency_ms"], cal["a"] * table_ms + cal["b_ms"], rtol=1e-4, atol=1e-5)
     finally:
         os.chdir(ROOT)
     assert len(archive) == 8 + 4 and archive["arch"].is_unique
     for i in range(len(picks)):
         assert (out / "picks" / f"pick-{i}.onnx").stat().st_size > 0
-    state = json.loads((out / "state.json").read_text())
     assert state["done_iteration"] == 1 and state["history"][0]["surrogate"] in ("rbf", "gp", "gbt", "mlp")
     report = (out / "report.md").read_text()
     assert "measured" in report and state["history"][0]["surrogate"] in report
@@ -97,6 +100,40 @@ def test_search_nasbench201_end_to_end_verified(work):
     assert r2.exit_code == r.exit_code
     assert pd.read_csv(out / "archive.csv")["arch"].tolist() == archive["arch"].tolist()
     assert pd.read_csv(out / "picks.csv")["arch"].tolist() == picks["arch"].tolist()
+
+
+def test_pick_measured_over_budget_is_replaced(work, tmp_path, monkeypatch):
+    """Verification repair: the first pick measures 20% over the budget (a test double of the
+    measurement, next to the real path tested above); it is rejected, replaced by the next candidate,
+    which measures within the budget, and the report says so. A rerun measures nothing again."""
+    import hwnat.search.verify as verify
+
+    d, dev, ext = work
+    budget = ext["fastest_ms"] + 0.3 * (ext["slowest_ms"] - ext["fastest_ms"])
+    calls: list[str] = []
+
+    def fake_measure(space, picks, paths, devices, budgets_ms, progress=None):
+        for p in picks:
+            calls.append(p["arch"])
+            slow = len(calls) == 1
+            p["measured_ms_tinycpu"] = 1.2 * budget if slow else 0.9 * p["latency_ms_tinycpu"]
+            p["measured_p90_ms_tinycpu"] = p["measured_ms_tinycpu"]
+            p["within_budget"] = p["measured_ms_tinycpu"] <= budget
+
+    monkeypatch.setattr(verify, "measure_picks", fake_measure)
+    args = ["--space", "nasbench201", "--device", dev, "--latency-ms", f"{budget:.6f}", "--quick",
+            "--iterations", "0", "--out", tmp_path / "rep"]
+    r = run(args, cwd=d)
+    assert r.exit_code == 0, r.output
+    picks = pd.read_csv(tmp_path / "rep" / "picks.csv")
+    state = json.loads((tmp_path / "rep" / "state.json").read_text())
+    assert state["rejected"] == [calls[0]] and calls[0] not in picks["arch"].tolist()
+    assert picks["within_budget"].all() and (picks["measured_ms"] <= budget).all()
+    assert "replaced" in (tmp_path / "rep" / "report.md").read_text()
+    assert json.loads((tmp_path / "rep" / "picks" / "index.json").read_text())["pick-0.onnx"] == picks["arch"][0]
+    n = len(calls)
+    assert run(args, cwd=d).exit_code == 0 and len(calls) == n  # verified picks are kept in state.json
+    assert pd.read_csv(tmp_path / "rep" / "picks.csv")["arch"].tolist() == picks["arch"].tolist()
 
 
 def test_constraint_never_active_is_reported(work, tmp_path):

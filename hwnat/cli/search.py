@@ -94,6 +94,8 @@ def _fill(devices, per: dict, common, option: str) -> dict:
               help=f"Evaluate subnets on at most this many validation images {_d('max_val')}.")
 @click.option("--adapt-steps", type=click.IntRange(min=0), default=None,
               help=f"Supernet fine-tuning steps of each online adaptation (0: none) {_d('adapt_steps')}.")
+@click.option("--calibrate", type=click.IntRange(min=0), default=None,
+              help=f"Whole networks measured on the device to calibrate a table (0: off) {_d('calibrate')}.")
 @click.option("--quick", is_flag=True,
               help="Small settings for a smoke test (ofa-mbv3: one resolution, 224, unless --resolution).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice.")
@@ -104,7 +106,7 @@ def _fill(devices, per: dict, common, option: str) -> dict:
 @click.pass_context
 def search(ctx, space, devices, budgets, latency_models, predictors, confidence, objectives, accuracy, task,
            supernet, proxy_scale, width, resolutions, iterations, initial, candidates, picks, population,
-           generations, warmup_epochs, max_train, max_val, adapt_steps, quick, seed, no_verify, torch_device, out):
+           generations, warmup_epochs, max_train, max_val, adapt_steps, calibrate, quick, seed, no_verify, torch_device, out):
     """Search SPACE for accurate architectures within a latency budget on each device (NAT: supernet or
     accuracy table, surrogate, NSGA-III), then export the picks and measure them on the devices.
 
@@ -131,7 +133,8 @@ def search(ctx, space, devices, budgets, latency_models, predictors, confidence,
     out = out or Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
     overrides = {"iterations": iterations, "initial": initial, "candidates": candidates, "picks": picks,
                  "pop_size": population, "generations": generations, "warmup_epochs": warmup_epochs,
-                 "max_train": max_train, "max_val": max_val, "adapt_steps": adapt_steps}
+                 "max_train": max_train, "max_val": max_val, "adapt_steps": adapt_steps,
+                 "calibrate": calibrate}
     req = SearchRequest(space=space, devices=devices, budgets_ms=budgets_ms, latency_models=models,
                         predictors=preds, confidence=confidence,
                         objectives=tuple(objectives) or ("error", "latency"), accuracy=accuracy, task=task,

@@ -142,6 +142,8 @@ class NATSearch:
         self.done_iteration = -1
         self.extremes: dict = {}
         self.front: dict = {}
+        self.rejected: set[str] = set()  # picks measured over a budget by the verification: never picked
+        self.verified: dict[str, dict] = {}  # arch -> measured_ms_<device> (and p90) of verified picks
         self._loaded = False
 
     # ---- state -------------------------------------------------------------------------------------
@@ -169,6 +171,8 @@ class NATSearch:
         self.done_iteration = st["done_iteration"]
         self.extremes = st.get("extremes", {})
         self.front = st.get("front", {})
+        self.verified = st.get("verified", {})
+        self.rejected = set(st.get("rejected", []))
         log.info("resuming %s: %d archived, iteration %d done", self.out, len(self.archive), self.done_iteration)
         return True
 
@@ -179,6 +183,7 @@ class NATSearch:
         save_state(self.state_path, {
             "settings": self.s.to_dict(), "done_iteration": self.done_iteration, "archive": self.archive.rows,
             "pending": self.pending, "history": self.history, "extremes": self.extremes, "front": self.front,
+            "verified": self.verified, "rejected": sorted(self.rejected),
             "accuracy_source": _safe_state(self.acc),
             "latency_models": {d: m.describe() for d, m in self.obj.models.items()}})
         self.archive.to_csv(self.out / "archive.csv", self.columns())
@@ -334,6 +339,18 @@ class NATSearch:
             if cb:
                 cb(total, total, "done")
 
+    def refresh_hardware(self) -> None:
+        """Recompute every archived row's latency columns and feasibility (after a latency model changed,
+        e.g. a calibration refitted on the verification's measurements)."""
+        if not len(self.archive):
+            return
+        g = np.asarray([r["genome"] for r in self.archive.rows], dtype=np.int64)
+        cols = self.obj.hardware(g)
+        feas = (self.obj.G(cols) <= 0).all(axis=1) if self.obj.budgets_ms else np.ones(len(g), dtype=bool)
+        for i, r in enumerate(self.archive.rows):
+            r.update({k: float(v[i]) for k, v in cols.items()})
+            r["feasible"] = bool(feas[i])
+
     def _rows(self, cands: list[dict], acc: np.ndarray) -> list[dict]:
         g = np.asarray([c["genome"] for c in cands], dtype=np.int64)
         cols = self.obj.hardware(g)
@@ -376,11 +393,13 @@ class NATSearch:
         err = np.asarray([r["error"] for r in rows], dtype=np.float64)
         return self.obj.F(cols, err) if rows else np.zeros((0, len(self.obj.names)))
 
-    def pareto_rows(self) -> list[dict]:
-        """Non-dominated archive rows among the feasible ones (all rows when none is feasible)."""
+    def pareto_rows(self, exclude: set[str] = frozenset()) -> list[dict]:
+        """Non-dominated archive rows among the feasible ones (all rows when none is feasible), leaving out
+        the architectures in ``exclude``."""
         from hwnat.search.metrics import pareto_mask
 
-        rows = [r for r in self.archive.rows if r["feasible"]] or list(self.archive.rows)
+        rows = [r for r in self.archive.rows if r["arch"] not in exclude]
+        rows = [r for r in rows if r["feasible"]] or rows
         if not rows:
             return []
         mask = pareto_mask(self.objective_matrix(rows))
@@ -408,12 +427,13 @@ class NATSearch:
 
     def select_picks(self) -> list[dict]:
         """The most accurate feasible archive entry, then up to ``picks`` more spread along the feasible
-        front (by the objectives). Empty when no archived architecture is predicted within budget."""
-        feasible = [r for r in self.archive.rows if r["feasible"]]
+        front (by the objectives). Empty when no archived architecture is predicted within budget.
+        Architectures in ``rejected`` (measured over a budget) are never picked."""
+        feasible = [r for r in self.archive.rows if r["feasible"] and r["arch"] not in self.rejected]
         if not feasible:
             return []
         best = max(feasible, key=lambda r: r["accuracy"])
-        front = [r for r in self.pareto_rows() if r["feasible"]]
+        front = [r for r in self.pareto_rows(exclude=self.rejected) if r["feasible"]]
         if best not in front:
             front = [best] + front
         idx = spread_picks(self.objective_matrix(front), self.s.picks + 1, first=front.index(best))

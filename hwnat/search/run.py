@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from hwnat.errors import BadInputError, CheckFailedError
 from hwnat.latency.model import open_latency_model
 from hwnat.search.nat import NATSearch, SearchResult, SearchSettings, write_outputs
@@ -27,14 +29,17 @@ log = logging.getLogger(__name__)
 #: (one resolution, 224, unless --resolution is given: 94 blocks to profile instead of 868)
 QUICK = {"initial": 8, "iterations": 2, "candidates": 4, "pop_size": 24, "generations": 8,
          "warmup_epochs": 1, "max_train": 1000, "max_val": 400, "adapt_steps": 5, "picks": 2,
-         "resolutions": (224,)}
+         "resolutions": (224,), "calibrate": 5}
 #: defaults of a full run (``hwnat search --latency-ms 20``: sized for <= 15 min on 2 idle CPU cores
 #: including the first-time table profile (868 blocks, ~7 min) and the supernet warm-up (2 epochs of 2,000
 #: MNIST images, ~3 min from the supernet benchmark's ~0.046 CPU s per image-epoch); an estimate from
 #: per-phase costs, not a measured run: per-phase times are in every report.md)
 FULL = {"initial": 16, "iterations": 4, "candidates": 6, "pop_size": 60, "generations": 20,
         "warmup_epochs": 2, "max_train": 2000, "max_val": 1000, "adapt_steps": 10, "picks": 3,
-        "resolutions": ()}
+        "resolutions": (), "calibrate": 8}
+#: verification rounds: a pick measured over its budget is replaced by the next candidate (and the
+#: calibration refitted) at most this many times
+REPAIR_ROUNDS = 3
 
 
 @dataclass
@@ -172,6 +177,16 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
         with phase(f"latency model {d}: {specs[d]}") as cb:
             models[d] = open_latency_model(specs[d], space, d_in, predictor=req.predictors.get(d_in),
                                            cache_dir=out, progress=cb)
+    n_cal = int(req.setting("calibrate"))
+    if req.verify and n_cal > 0:
+        from hwnat.latency.model import calibrate
+
+        for d_in, d in canon.items():
+            if specs[d] == "table":  # a predictor is fitted on whole networks already; csv/measure are exact
+                with phase(f"calibrate the {d} table on {n_cal} whole networks") as cb:
+                    models[d] = calibrate(models[d], n_cal, out / f"calibration-{d}.csv", progress=cb,
+                                          seed=req.seed, device=d_in)
+                log.info("%s: table calibrated on %d networks: %s", d, n_cal, models[d].describe()["calibration"])
     times["latency models (incl. profiling)"] = time.perf_counter() - t1
     obj = Objectives(space, names, models, budgets, req.confidence)
     proxy = _proxy_scale(req) if use_supernet else 1.0
@@ -191,7 +206,8 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
         extra={"task": task.record() if task else None, "quick": req.quick, "width": req.width,
                "resolutions": list(getattr(space, "resolutions", []) or [])})
     search = NATSearch(settings, space, obj, acc, out, phase=phase)
-    search.resume()
+    if search.resume() and search.verified:
+        refit_calibration(search)  # a finished run: the calibration its verification refitted
     search.check_budgets()  # a budget below the fastest architecture fails before any training
 
     # ---- the supernet (warm-up once per task/space/width/proxy; reused by later runs) ---------------------
@@ -217,10 +233,12 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
         paths = export_picks(space, picks, out / "picks", module_for)
         if cb:
             cb(len(picks), len(picks), "done")
+    replaced: list[dict] = []
     if req.verify and picks:
         t1 = time.perf_counter()
         with phase("verify picks on the device") as cb:
-            measure_picks(space, picks, paths, list(canon), budgets, progress=cb)
+            picks, paths, replaced = _verify(search, space, picks, paths, list(canon), budgets, module_for,
+                                             out, cb)
         times["verification"] = time.perf_counter() - t1
     write_outputs(search, picks)
     wall = time.perf_counter() - t0
@@ -229,6 +247,17 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
     plot_pareto(search, picks, out / "pareto.png")
     extra = {"accuracy source state": _short(search.acc.state())} if search.acc is not None else {}
     extra["seconds per phase (this run)"] = ", ".join(f"{k} {v:.0f}" for k, v in times.items())
+    for d, m in search.obj.models.items():
+        cal = m.describe().get("calibration")
+        if cal:
+            extra[f"{d} calibration"] = (f"table x {cal['a']:.4f} + {cal['b_ms']:.4f} ms from {cal['points']} "
+                                         f"networks measured end to end (mean error on them "
+                                         f"{cal['mean_abs_error_pct_before']}% before, "
+                                         f"{cal['mean_abs_error_pct_after']}% after)")
+    if replaced:
+        extra["replaced picks"] = "; ".join(
+            f"{r['arch']} (predicted {r['predicted_ms']:.3f} ms, measured {r['measured_ms']:.3f} ms on {r['device']})"
+            for r in replaced) + " measured over the budget and were replaced by the next candidates"
     if req.quick and "resolutions" in space_opts and not req.resolutions:
         extra["quick mode"] = f"resolutions {list(space_opts['resolutions'])} only (smoke test)"
     write_report(search, picks, out / "report.md", verified=req.verify and bool(picks), wall_s=wall, extra=extra)
@@ -238,6 +267,61 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
     if req.verify and not any(p.get("within_budget") for p in picks):
         raise CheckFailedError(f"no pick meets the budget when measured on the device; see {out / 'picks.csv'}")
     return result, search
+
+
+def _verify(search, space, picks, paths, devices, budgets, module_for, out: Path, progress):
+    """Measure the picks on the devices; a pick measured over a budget is replaced by the next candidate of
+    the archive (at most ``REPAIR_ROUNDS`` times), after refitting calibrated models with every
+    measurement so far. Returns the final picks, their ONNX paths, and the replaced picks."""
+    from hwnat.search.verify import export_picks, measure_picks
+
+    measured = search.verified  # arch -> measured_ms_<device>, kept in state.json: a rerun measures nothing again
+    replaced: list[dict] = []
+    for rnd in range(REPAIR_ROUNDS + 1):
+        todo = [(p, path) for p, path in zip(picks, paths, strict=True) if p["arch"] not in measured]
+        if todo:
+            measure_picks(space, [p for p, _ in todo], [q for _, q in todo], devices, budgets, progress=progress)
+            for p, _ in todo:
+                measured[p["arch"]] = {k: v for k, v in p.items() if k.startswith("measured_")}
+            search.save()
+        for p in picks:
+            p.update(measured[p["arch"]])
+            p["within_budget"] = all(p.get(f"measured_ms_{d}", float("inf")) <= b for d, b in budgets.items())
+        over = [p for p in picks if not p["within_budget"]]
+        if not over or rnd == REPAIR_ROUNDS:
+            break
+        for p in over:
+            for d, b in budgets.items():
+                if p.get(f"measured_ms_{d}", 0) > b:
+                    replaced.append({"arch": p["arch"], "device": d, "predicted_ms": p[f"latency_ms_{d}"],
+                                     "measured_ms": p[f"measured_ms_{d}"]})
+        search.rejected.update(p["arch"] for p in over)
+        refit_calibration(search)
+        search.save()
+        picks = search.select_picks()
+        if not picks:
+            break
+        paths = export_picks(space, picks, out / "picks", module_for)
+    return picks, paths, replaced
+
+
+def refit_calibration(search) -> None:
+    """Refit every calibrated latency model on its calibration networks plus every verified pick
+    (``search.verified``), and recompute the archive's latencies and feasibility."""
+    changed = False
+    for d, m in search.obj.models.items():
+        if not hasattr(m, "refit"):
+            continue
+        known = {a for a, _, _ in m.points}
+        extra = [(a, r[f"measured_ms_{d}"]) for a, r in search.verified.items()
+                 if f"measured_ms_{d}" in r and a not in known]
+        if extra:
+            g = np.stack([search.space.encode(search.space.parse(a)) for a, _ in extra])
+            base = m.base.ms(g)
+            m.refit(m.points + [(a, float(b), ms) for (a, ms), b in zip(extra, base, strict=True)])
+            changed = True
+    if changed:
+        search.refresh_hardware()
 
 
 def _has_shipped_accuracy(space: str) -> bool:

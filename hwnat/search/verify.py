@@ -8,6 +8,7 @@ device). ``hwnat search`` exits 1 when no pick meets the budget when measured.
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from collections.abc import Callable
@@ -20,19 +21,27 @@ log = logging.getLogger(__name__)
 
 def export_picks(space, picks: list[dict], out_dir: Path, module_for: Callable | None = None) -> list[Path]:
     """Export every pick to ``out_dir/pick-<i>.onnx`` (with inherited weights when ``module_for`` gives a
-    module, else ``space.build``); the file path goes into ``pick["onnx"]``."""
+    module, else ``space.build``); the file path goes into ``pick["onnx"]``. ``out_dir/index.json`` says
+    which architecture each file holds, so a file is exported again only when its pick changed."""
+    from hwnat._io import read_json, write_atomic
     from hwnat.export.onnx import export_onnx
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    index_path = out_dir / "index.json"
+    index = read_json(index_path, "picks index") if index_path.exists() else {}
     paths = []
     for i, p in enumerate(picks):
         arch = space.parse(p["arch"])
-        module = module_for(arch) if module_for is not None else None
-        if module is None:
-            module = space.build(arch)
         path = out_dir / f"pick-{i}.onnx"
-        if not path.exists():
+        if not path.exists() or index.get(path.name) != p["arch"]:
+            module = module_for(arch) if module_for is not None else None
+            if module is None:
+                module = space.build(arch)
+            index.pop(path.name, None)
+            write_atomic(index_path, json.dumps(index, indent=1).encode())
             export_onnx(module.eval(), space.input_shape(arch), path)
+            index[path.name] = p["arch"]
+            write_atomic(index_path, json.dumps(index, indent=1).encode())
         p["onnx"] = str(path.relative_to(out_dir.parent)) if path.is_relative_to(out_dir.parent) else str(path)
         paths.append(path)
     return paths
