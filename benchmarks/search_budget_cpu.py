@@ -6,7 +6,8 @@ every pick exported and measured end to end (the search's own verification).
    distribution on this device;
 2. budgets at its 25th, 50th and 75th percentiles; for each budget and each of 3 seeds one search
    (``hwnat search --latency-ms B --seed S --resolution R``; ``--quick`` with its settings pinned
-   (``QUICK_ARGS``) unless ``--full``); the seeds run in parallel processes, the budgets of a seed in turn;
+   (``QUICK_ARGS``) unless ``--full``); one search at a time (``--parallel 1``, the default: a search
+   running beside another one's verification would slow its measurements and fake an over-budget pick);
 3. from ``picks.csv`` (``measured_ms`` = the verification measurement): the share of all picks measuring
    <= budget (target >= 95%), and per budget the median over seeds of the best pick's slack
    (budget - measured) / budget (target <= 5% at the two lower budgets: the pick uses the budget).
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--percentiles", nargs="+", type=float, default=list(BUDGET_PERCENTILES))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--full", action="store_true", help="Default search settings instead of --quick.")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="Seeds searched at once (1: measurements never overlap another search).")
     ap.add_argument("--search-args", default="", help="Extra options for every `hwnat search` (one string).")
     ap.add_argument("--work", type=Path, default=WORK / "budget_cpu")
     ap.add_argument("--measure-only", action="store_true",
@@ -103,7 +106,7 @@ def main(argv=None) -> int:
         mode += ["--resolution", str(r)]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(len(a.seeds)) as pool:  # one process per seed: supernet caches differ by seed
+    with ThreadPoolExecutor(max(1, a.parallel)) as pool:  # one process per seed: supernet caches differ by seed
         futures = [pool.submit(run_seed, seed, list(zip(a.percentiles, map(float, budgets))), mode,
                                a.search_args.split(), work / ("full" if a.full else "quick")) for seed in a.seeds]
         done = sorted((r for f in futures for r in f.result()), key=lambda r: (r[0], r[2]))
