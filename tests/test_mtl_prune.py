@@ -123,3 +123,26 @@ def test_edge_costs_from_a_table_are_fusion_op_differences():
         assert base + cost[g].sum() == pytest.approx(sum(table[b.key]["median_ms"] for b in sp.blocks(a)))
     with pytest.raises(BadInputError, match="hwnat profile --space mtl-vgg"):
         edge_costs_ms(sp, {})
+
+
+def test_latency_fit_is_the_two_point_anchor_and_a_least_squares_line():
+    from hwnat.mtl.pipeline import calibration_sets, choose_edges, fit_costs
+
+    table_cost = np.array([1.0, 2.0, 3.0, 4.0])
+    two = fit_costs(9.0, table_cost, [np.zeros(4, bool), np.ones(4, bool)], [0.5, 1.5])
+    assert two.base_ms == pytest.approx(0.5) and two.cost_ms == pytest.approx(table_cost / 10)
+    assert two.margin_ms == 0.0 and two.table_ms(np.ones(4, bool)) == pytest.approx(19.0)
+    sets = list(calibration_sets(4, extra=4).values())
+    assert not sets[0].any() and sets[1].all() and len(sets) == 6
+    true = [0.5 + 0.1 * table_cost[k].sum() for k in sets]
+    noisy = [t + e for t, e in zip(true, [0.02, -0.01, 0.01, -0.02, 0.0, 0.01], strict=True)]
+    fit = fit_costs(9.0, table_cost, sets, noisy)
+    assert fit.base_ms == pytest.approx(0.5, abs=0.03) and fit.cost_ms == pytest.approx(table_cost / 10, rel=0.1)
+    assert 0.005 < fit.margin_ms < 0.03
+    assert [c["measured_ms"] for c in fit.calibration] == noisy
+    # the knapsack keeps the margin in reserve: a budget exactly at the all-edge prediction loses an edge
+    gates = np.full(4, 0.9)
+    assert choose_edges(gates, two, two.predict_ms(np.ones(4, bool))).all()
+    assert not choose_edges(gates, fit, fit.predict_ms(np.ones(4, bool))).all()
+    flat = fit_costs(9.0, table_cost, sets[:2], [1.0, 0.9])  # slower with fewer edges: no negative cost
+    assert (flat.cost_ms == 0).all()
