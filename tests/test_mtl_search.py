@@ -167,7 +167,7 @@ def test_weight_lr_falls_by_a_cosine_from_lr_to_a_twentieth():
     lrs = [weight_lr(s, k, 11) for k in range(11)]
     assert lrs[0] == pytest.approx(2e-3) and lrs[-1] == pytest.approx(1e-4)
     assert lrs[5] == pytest.approx((2e-3 + 1e-4) / 2)
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
 def test_settings_are_validated():

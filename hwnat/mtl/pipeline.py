@@ -62,14 +62,21 @@ CALIBRATION_EXTRA = 4
 class Costs:
     """Latency model of the fusion edges on one device (ms).
 
+    ``predict_ms(kept) = base_ms + scale * table_extra(kept)``, where ``table_extra`` is the table latency
+    the kept edges add: per fusion op, the op with exactly its kept sources minus the op with none
+    (``layers``), or, without ``layers``, the sum of the single-edge costs ``table_cost_ms``.
+
     Attributes:
         base_ms: predicted latency of the network with no fusion edge.
-        cost_ms: predicted marginal cost of each candidate edge, ``(E,)``.
+        cost_ms: predicted marginal cost of each candidate edge alone, ``(E,)`` (``scale * table_cost_ms``;
+            the search's differentiable expected latency uses it).
         table_base_ms, table_cost_ms: the same straight from the latency table (uncalibrated).
         margin_ms: typical error of the prediction (RMS residual of the calibration fit, 0 with two
             points); the knapsack keeps this much below a budget.
         calibration: the measured networks the model was fitted to (``arch``, ``measured_ms``,
             ``predicted_ms``).
+        scale: measured ms per table ms of the fusion ops.
+        layers: ``hwnat.mtl.prune.fusion_subset_costs_ms`` of the table (None: the additive model).
     """
 
     base_ms: float
@@ -78,28 +85,39 @@ class Costs:
     table_cost_ms: np.ndarray
     margin_ms: float = 0.0
     calibration: list = field(default_factory=list)
+    scale: float = 1.0
+    layers: list | None = None
+
+    def table_extra_ms(self, kept) -> float:
+        """Table latency the kept edges add to the no-edge network (exact per fusion op with ``layers``)."""
+        from hwnat.mtl.prune import subset_table_ms
+
+        kept = np.asarray(kept, dtype=bool)
+        return subset_table_ms(self.layers, kept) if self.layers else float(self.table_cost_ms[kept].sum())
 
     def predict_ms(self, kept) -> float:
-        return float(self.base_ms + self.cost_ms[np.asarray(kept, dtype=bool)].sum())
+        return float(self.base_ms + self.scale * self.table_extra_ms(kept))
 
     def table_ms(self, kept) -> float:
-        return float(self.table_base_ms + self.table_cost_ms[np.asarray(kept, dtype=bool)].sum())
+        return float(self.table_base_ms + self.table_extra_ms(kept))
 
 
-def fit_costs(table_base_ms: float, table_cost_ms, kept_sets, measured_ms) -> Costs:
-    """Scale the table's per-edge costs to end-to-end measurements of several networks.
+def fit_costs(table_base_ms: float, table_cost_ms, kept_sets, measured_ms, layers: list | None = None) -> Costs:
+    """Scale the table's fusion costs to end-to-end measurements of several networks.
 
-    Least squares ``measured = a + b * sum(table_cost_ms[kept])`` over the measured networks (with only the
-    no-edge and the all-edge network this is the two-point anchor); ``base_ms = a``, ``cost_ms = b *
-    table_cost_ms`` (``b >= 0``); ``margin_ms`` = RMS residual (``n - 2`` degrees of freedom).
+    Least squares ``measured = a + b * table_extra(kept)`` over the measured networks (with only the
+    no-edge and the all-edge network this is the two-point anchor); ``base_ms = a``, ``scale = b >= 0``;
+    ``margin_ms`` = RMS residual (``n - 2`` degrees of freedom).
 
     Args:
         kept_sets: one bool mask ``(E,)`` per measured network (the no-edge and the all-edge one among them).
         measured_ms: their measured latencies.
+        layers: per-fusion-op subset costs (``hwnat.mtl.prune.fusion_subset_costs_ms``); None: additive.
     """
     table_cost_ms = np.asarray(table_cost_ms, dtype=np.float64)
+    unscaled = Costs(0.0, table_cost_ms, float(table_base_ms), table_cost_ms, layers=layers)
     kept_sets = [np.asarray(k, dtype=bool) for k in kept_sets]
-    x = np.array([table_cost_ms[k].sum() for k in kept_sets])
+    x = np.array([unscaled.table_extra_ms(k) for k in kept_sets])
     y = np.asarray(measured_ms, dtype=np.float64)
     if len(y) < 2 or np.ptp(x) <= 0:
         a, b = float(y.min()), 0.0
@@ -111,7 +129,8 @@ def fit_costs(table_base_ms: float, table_cost_ms, kept_sets, measured_ms) -> Co
     margin = float(np.sqrt(np.sum((y - pred) ** 2) / (len(y) - 2))) if len(y) > 2 else 0.0
     cal = [{"kept_edges": int(k.sum()), "measured_ms": float(m), "predicted_ms": float(p)}
            for k, m, p in zip(kept_sets, y, pred, strict=True)]
-    return Costs(float(a), table_cost_ms * float(b), float(table_base_ms), table_cost_ms, margin, cal)
+    return Costs(float(a), table_cost_ms * float(b), float(table_base_ms), table_cost_ms, margin, cal, float(b),
+                 layers)
 
 
 def calibration_sets(n_edges: int, extra: int = CALIBRATION_EXTRA, seed: int = 0) -> dict[str, np.ndarray]:
@@ -124,11 +143,12 @@ def calibration_sets(n_edges: int, extra: int = CALIBRATION_EXTRA, seed: int = 0
     return sets
 
 
-def measure_costs(space, timer: Timer, table_base_ms: float, table_cost_ms, prefix: str = "",
-                  fresh: bool = False, more: dict | None = None) -> tuple[Costs, dict]:
+def measure_costs(space, timer: Timer, table: tuple, prefix: str = "", fresh: bool = False,
+                  more: dict | None = None) -> tuple[Costs, dict]:
     """Measure the calibration networks (``calibration_sets``) interleaved and fit the latency model.
 
     Args:
+        table: ``(table_base_ms, table_cost_ms, layers)`` from the device's latency table.
         prefix: names them ``PREFIX`` + ``none``, ... in ``latency.json`` (the start of a run and its end
             keep separate entries, so a resumed run sees the costs its search was trained with).
         more: other networks (name -> module) to time in the same rounds.
@@ -140,8 +160,8 @@ def measure_costs(space, timer: Timer, table_base_ms: float, table_cost_ms, pref
     sets = calibration_sets(len(space.edges()))
     nets = {prefix + n: space.build(space.decode(k.astype(np.int64))) for n, k in sets.items()}
     entries = timer.measure_many({**nets, **(more or {})}, space.input_shape(), fresh=fresh)
-    costs = fit_costs(table_base_ms, table_cost_ms, list(sets.values()),
-                      [entries[prefix + n]["median_ms"] for n in sets])
+    costs = fit_costs(table[0], table[1], list(sets.values()), [entries[prefix + n]["median_ms"] for n in sets],
+                      table[2])
     for row, n in zip(costs.calibration, sets, strict=True):
         row["arch"] = space.format(space.decode(sets[n].astype(np.int64)))
     return costs, entries
@@ -254,13 +274,13 @@ def anchor(space, dev, out: Path, table, budget_ms: float | None, progress: Prog
     Returns:
         ``(timer, costs, latency_ms)`` with ``latency_ms`` of ``single_task``, ``no_fusion``, ``all_edges``.
     """
-    from hwnat.mtl.prune import edge_costs_ms
+    from hwnat.mtl.prune import edge_costs_ms, fusion_subset_costs_ms
 
     lut = ensure_table(space, dev, table, progress)
     timer = Timer(dev, out)
     no_fusion = timer.measure("none", space.build("none"), space.input_shape())["median_ms"]
     check_budget(budget_ms, no_fusion)
-    costs, entries = measure_costs(space, timer, *edge_costs_ms(space, lut),
+    costs, entries = measure_costs(space, timer, (*edge_costs_ms(space, lut), fusion_subset_costs_ms(space, lut)),
                                    more={"backbones": space.build_backbones()})
     return timer, costs, {"single_task": entries["backbones"]["median_ms"], "no_fusion": no_fusion,
                           "all_edges": entries["all"]["median_ms"]}
@@ -268,15 +288,30 @@ def anchor(space, dev, out: Path, table, budget_ms: float | None, progress: Prog
 
 def choose_edges(gates: np.ndarray, costs: Costs, budget_ms: float) -> np.ndarray:
     """Kept edges at a budget: the exact knapsack over the edges the search kept (gate >= 0.5; the others
-    were trained towards 0 and never come back), value = gate, cost = predicted marginal ms, capacity =
-    ``budget_ms - base_ms - margin_ms`` (the model's typical error is kept in reserve)."""
-    from hwnat.mtl.prune import knapsack
+    were trained towards 0 and never come back), value = gate, cost = predicted ms, capacity =
+    ``budget_ms - base_ms - margin_ms`` (the model's typical error is kept in reserve). With per-fusion-op
+    costs (``costs.layers``) it is the multiple-choice knapsack over the fusion ops, each choosing one
+    subset of its searched sources at that op's own cost; else the 0/1 knapsack over the edges."""
+    from hwnat.mtl.prune import group_knapsack, knapsack
 
     searched = np.flatnonzero(gates >= 0.5)
     kept = np.zeros(len(gates), dtype=bool)
     room = budget_ms - costs.base_ms - costs.margin_ms
-    if len(searched) and room >= 0:  # below the base (noisy anchors): nothing fits
+    if not len(searched) or room < 0:  # below the base (noisy anchors): nothing fits
+        return kept
+    if not costs.layers:
         kept[searched] = knapsack(gates[searched], costs.cost_ms[searched], room)
+        return kept
+    groups, masks = [], []
+    for cand, extra in costs.layers:
+        bits = [k for k, n in enumerate(cand) if gates[n] >= 0.5]
+        opts = [sum(2 ** bits[j] for j in range(len(bits)) if sub >> j & 1) for sub in range(2 ** len(bits))]
+        masks.append(opts)
+        groups.append([(float(sum(gates[cand[k]] for k in range(len(cand)) if m >> k & 1)),
+                        max(costs.scale * float(extra[m]), 0.0)) for m in opts])
+    for (cand, _), opts, j in zip(costs.layers, masks, group_knapsack(groups, room), strict=True):
+        for k, n in enumerate(cand):
+            kept[n] = bool(opts[j] >> k & 1)
     return kept
 
 
@@ -475,8 +510,8 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
     res = searched.get("results") or {}
     lat = dict(res.get("latency_ms") or {})
     acc = dict(res.get("accuracy") or {})
-    costs, entries = measure_costs(space, timer, costs.table_base_ms, costs.table_cost_ms, prefix="final_",
-                                   fresh=True)
+    costs, entries = measure_costs(space, timer, (costs.table_base_ms, costs.table_cost_ms, costs.layers),
+                                   prefix="final_", fresh=True)
     no_ms, all_ms = entries["final_none"]["median_ms"], entries["final_all"]["median_ms"]
     lat.update({"no_fusion": no_ms, "all_edges": all_ms})
     discrete = gates >= 0.5
