@@ -147,6 +147,7 @@ def test_latency_fit_is_the_two_point_anchor_and_a_least_squares_line():
     assert fit.base_ms == pytest.approx(0.5, abs=0.03) and fit.cost_ms == pytest.approx(table_cost / 10, rel=0.1)
     assert 0.005 < fit.margin_ms < 0.03
     assert [c["measured_ms"] for c in fit.calibration] == noisy
+    assert fit.predict_ms(np.zeros(4, bool)) == noisy[0]  # the no-edge network: its own measurement
     # the knapsack keeps the margin in reserve: a budget exactly at the all-edge prediction loses an edge
     gates = np.full(4, 0.9)
     assert choose_edges(gates, two, two.predict_ms(np.ones(4, bool))).all()
