@@ -57,8 +57,10 @@ def test_search_writes_every_output(searched):
     for s in rep["sweep"]:  # (a budget below the fitted base + margin keeps no edge)
         assert s["predicted_ms"] <= max(s["budget_ms"] - rep["latency_margin_ms"], base) + 1e-9
         assert s["measured_ms"] > 0
-    cal = rep["calibration"]  # the latency model is fitted to 6 measured networks, none and all among them
-    assert len(cal) == 6 and cal[0]["arch"] == "none" and cal[1]["kept_edges"] == 18
+    cal = rep["calibration"]  # the final fit: no edge, the searched edges, 3 random subsets of them
+    assert len(cal) == 5 and cal[0]["arch"] == "none" and cal[1]["arch"] == rep["searched_arch"]
+    searched_edges = set(rep["searched_arch"].split("+"))
+    assert all(set(c["arch"].split("+")) <= searched_edges for c in cal[2:] if c["arch"] != "none")
     assert set(rep["phases"]) >= {"anchors", "train_single_task", "train_all_edges", "search", "prune_and_measure"}
     edges = json.loads((out / "edges.json").read_text())["edges"]
     assert len(edges) == rep["n_edges"] == 18

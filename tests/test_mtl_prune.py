@@ -133,12 +133,16 @@ def test_edge_costs_from_a_table_are_fusion_op_differences():
 
 
 def test_latency_fit_is_the_two_point_anchor_and_a_least_squares_line():
-    from hwnat.mtl.pipeline import calibration_sets, choose_edges, fit_costs
+    from hwnat.mtl.pipeline import calibration_sets, choose_edges, fit_costs, local_sets
 
     table_cost = np.array([1.0, 2.0, 3.0, 4.0])
     two = fit_costs(9.0, table_cost, [np.zeros(4, bool), np.ones(4, bool)], [0.5, 1.5])
     assert two.base_ms == pytest.approx(0.5) and two.cost_ms == pytest.approx(table_cost / 10)
     assert two.margin_ms == 0.0 and two.table_ms(np.ones(4, bool)) == pytest.approx(19.0)
+    searched = np.array([True, False, True, True])
+    local = local_sets(searched, extra=3)
+    assert local["searched_set"].tolist() == searched.tolist() and not local["none"].any()
+    assert all(not (k & ~searched).any() for k in local.values()) and len(local) == 5
     sets = list(calibration_sets(4, extra=4).values())
     assert not sets[0].any() and sets[1].all() and len(sets) == 6
     true = [0.5 + 0.1 * table_cost[k].sum() for k in sets]

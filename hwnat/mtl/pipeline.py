@@ -14,8 +14,11 @@ timed in interleaved rounds, and a least-squares line ``predicted_ms(kept) = a +
 through them (two points: the plain anchor to the two end networks). The table decides how the fusion time
 splits over the edges, the measured networks fix the scale; fitting a line through six networks instead of
 two averages out the timing noise of any one of them. The RMS residual of the fit is the model's typical
-error (``margin_ms``): the knapsack keeps it in reserve below a budget. The fit is redone on fresh
-measurements right before pruning (a search ran for minutes in between). The raw table prediction is
+error (``margin_ms``): the knapsack keeps it in reserve below a budget. Right before pruning the fit is
+redone on fresh measurements (a search ran for minutes in between) of the networks pruning chooses
+among: the no-edge network, the searched one and random subsets of its edges (``local_sets``): on ``cpu``
+the line through random edge sets of the whole space mispredicted sparse searched networks by up to 30%
+(a few edges can cost nearly nothing there, others much more than the table says). The raw table prediction is
 reported next to it (``table_ms``).
 
 Output directory (resumable: trainings checkpoint every epoch under ``checkpoints/``; end-to-end
@@ -151,8 +154,20 @@ def calibration_sets(n_edges: int, extra: int = CALIBRATION_EXTRA, seed: int = 0
     return sets
 
 
+def local_sets(searched: np.ndarray, extra: int = CALIBRATION_EXTRA - 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Calibration networks around a search result: no edge, the searched edges, and ``extra`` random
+    subsets of them of evenly spread densities. Every network pruning can choose is such a subset, so a
+    line fitted to these interpolates where it predicts. Name -> kept mask."""
+    rng = np.random.default_rng(seed)
+    searched = np.asarray(searched, dtype=bool)
+    sets = {"none": np.zeros(len(searched), bool), "searched_set": searched.copy()}
+    for k in range(extra):
+        sets[f"subset_{k}"] = searched & (rng.random(len(searched)) < (k + 1) / (extra + 1))
+    return sets
+
+
 def measure_costs(space, timer: Timer, table: tuple, prefix: str = "", fresh: bool = False,
-                  more: dict | None = None) -> tuple[Costs, dict]:
+                  more: dict | None = None, sets: dict | None = None) -> tuple[Costs, dict]:
     """Measure the calibration networks (``calibration_sets``) interleaved and fit the latency model.
 
     Args:
@@ -160,12 +175,13 @@ def measure_costs(space, timer: Timer, table: tuple, prefix: str = "", fresh: bo
         prefix: names them ``PREFIX`` + ``none``, ... in ``latency.json`` (the start of a run and its end
             keep separate entries, so a resumed run sees the costs its search was trained with).
         more: other networks (name -> module) to time in the same rounds.
+        sets: the calibration networks (name -> kept mask; default ``calibration_sets``).
 
     Returns:
         ``(costs, entries)``: the fitted model, and the measurement entries by name (calibration networks
         under ``PREFIX`` + their set name, then ``more``).
     """
-    sets = calibration_sets(len(space.edges()))
+    sets = sets if sets is not None else calibration_sets(len(space.edges()))
     nets = {prefix + n: space.build(space.decode(k.astype(np.int64))) for n, k in sets.items()}
     entries = timer.measure_many({**nets, **(more or {})}, space.input_shape(), fresh=fresh)
     costs = fit_costs(table[0], table[1], list(sets.values()), [entries[prefix + n]["median_ms"] for n in sets],
@@ -518,11 +534,12 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
     res = searched.get("results") or {}
     lat = dict(res.get("latency_ms") or {})
     acc = dict(res.get("accuracy") or {})
+    discrete = gates >= 0.5
     costs, entries = measure_costs(space, timer, (costs.table_base_ms, costs.table_cost_ms, costs.layers),
-                                   prefix="final_", fresh=True)
+                                   prefix="final_", fresh=True, sets=local_sets(discrete),
+                                   more={"final_all": space.build("all")})
     no_ms, all_ms = entries["final_none"]["median_ms"], entries["final_all"]["median_ms"]
     lat.update({"no_fusion": no_ms, "all_edges": all_ms})
-    discrete = gates >= 0.5
     searched_net = _rebuild(space, full, discrete)
     nets, keep, picks = {"searched": searched_net}, {}, {}
     if budget_ms is not None:
@@ -544,8 +561,9 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
               "searched_predicted_ms": costs.predict_ms(discrete),
               "gates_near_binary": float(np.mean(np.minimum(gates, 1 - gates) <= 0.05)),
               "accuracy": acc, "latency_ms": lat, "search_budget_ms": searched.get("budget_ms"),
-              "latency_model": f"table costs fitted to {len(costs.calibration)} measured networks (no edge, "
-                               f"all edges, random edge sets; least squares), margin {costs.margin_ms:.3g} ms",
+              "latency_model": f"per-fusion-op table costs fitted to {len(costs.calibration)} networks measured "
+                               f"just before pruning (no edge, the searched edges, random subsets of them; "
+                               f"least squares), margin {costs.margin_ms:.3g} ms",
               "latency_margin_ms": costs.margin_ms, "calibration": costs.calibration,
               "timing_repeats": timer.repeats, "fingerprint": dev.fingerprint()}
     kept = None
