@@ -50,7 +50,10 @@ def main() -> None:
     t0 = time.time()
     # first call: anchors only (a budget at the all-edges latency keeps every searched edge it can)
     probe = run_prune(args.model, 1e9, device=args.device, out=args.work, sweep=False)
-    no_ms, all_ms = probe["no_fusion_ms"], probe["all_edges_ms"]
+    # budgets from the run's start-of-run measurements of the two end networks (what the budget check reads;
+    # the report's no_fusion_ms / all_edges_ms are each prune's own fresh re-measurements)
+    anchors = json.loads((args.work / "latency.json").read_text())["networks"]
+    no_ms, all_ms = anchors["none"]["median_ms"], anchors["all"]["median_ms"]
     fracs = (np.arange(args.budgets) + 1) / (args.budgets + 1)
     for f in fracs:
         budget = no_ms + f * (all_ms - no_ms)

@@ -22,7 +22,7 @@ the line through random edge sets of the whole space mispredicted sparse searche
 reported next to it (``table_ms``).
 
 Output directory (resumable: trainings checkpoint every epoch under ``checkpoints/``; end-to-end
-latencies measured once are kept in ``latency.json``; networks are timed 3 times in interleaved rounds and
+latencies measured once are kept in ``latency.json``; networks are timed in 3 interleaved rounds and
 the least median kept, as load on a shared machine only adds time): ``task.json`` (data recipe and splits),
 ``searched.pt``, ``edges.json``, ``pruned.pt`` + ``pruned.onnx`` (with a budget), ``report.json``,
 ``report.md``, ``accuracy_vs_latency.png``, ``gates.png``.
@@ -53,7 +53,9 @@ SPACE = "mtl-vgg"
 SEARCHED_KIND = "hwnat-mtl-searched"
 #: fraction points of the budget sweep between the no-fusion and the all-edges latency
 SWEEP = (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)
-#: end-to-end measurements of each network (the least median is kept)
+#: interleaved rounds of end-to-end measurements of each network (the least median is kept: on a shared
+#: machine load only adds time; 5 rounds did not tighten the spread between calls over 3, see
+#: benchmarks/README.md)
 REPEATS = 3
 #: default epochs (full) and with --quick
 EPOCHS, QUICK_EPOCHS = 4, 2
