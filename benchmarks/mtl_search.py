@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -44,6 +45,12 @@ def anchors(device: str, work: Path) -> dict:
     return lat
 
 
+def children_cpu_s() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -51,6 +58,8 @@ def main() -> None:
     ap.add_argument("--frac", type=float, default=0.7, help="budget position between no-fusion and all-edges")
     ap.add_argument("--parallel", type=int, default=1, help="searches run at once")
     ap.add_argument("--quick", action="store_true", help="pass --quick to the searches (smoke run)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="pass --threads to the searches (1 on a machine other jobs load)")
     ap.add_argument("--work", type=Path, default=RESULTS / "mtl_work")
     ap.add_argument("--tag", default="")
     ap.add_argument("--aggregate-only", action="store_true",
@@ -74,7 +83,7 @@ def main() -> None:
 
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     pending = list(args.seeds)
-    running: dict[int, tuple[subprocess.Popen, float, float, object]] = {}
+    running: dict[int, tuple[subprocess.Popen, float, float, object, float]] = {}
     runs = {}
     while pending or running:
         while pending and len(running) < args.parallel:
@@ -82,20 +91,23 @@ def main() -> None:
             out = args.work / f"seed_{s}"
             cmd = [sys.executable, "-m", "hwnat.cli.main", "-q", "mtl", "search", "--latency-ms", f"{budget:.6g}",
                    "--device", args.device, "--seed", str(s), "--out", str(out)] + (["--quick"] if args.quick else [])
+            cmd += ["--threads", str(args.threads)] if args.threads else []
             log = open(args.work / f"seed_{s}.log", "w")
             running[s] = (subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
-                          time.time(), os.getloadavg()[0], log)
+                          time.time(), os.getloadavg()[0], log, children_cpu_s())
             print("started:", " ".join(cmd[1:]), flush=True)
         time.sleep(2)
-        for s, (p, start, load0, log) in list(running.items()):
+        for s, (p, start, load0, log, cpu0) in list(running.items()):
             if p.poll() is None:
                 continue
             log.close()
             wall = time.time() - start
             rep_path = args.work / f"seed_{s}" / "report.json"
             rep = json.loads(rep_path.read_text()) if rep_path.exists() else None
+            # CPU seconds (user + sys) of the finished search: exact with --parallel 1 (children's total)
             runs[s] = {"seed": s, "exit_code": p.returncode, "wall_s": wall, "load_avg_start": load0,
-                       "load_avg_end": os.getloadavg()[0], "report": rep}
+                       "load_avg_end": os.getloadavg()[0], "load_avg_15min_end": os.getloadavg()[2],
+                       "cpu_s": children_cpu_s() - cpu0 if args.parallel == 1 else None, "report": rep}
             print(f"seed {s}: exit {p.returncode} in {wall:.0f} s", flush=True)
             del running[s]
             state_path.write_text(json.dumps({"anchors_ms": lat, "budget_ms": budget, "runs": {
@@ -118,6 +130,10 @@ def summarise(args, lat: dict, budget: float, runs: dict) -> None:
         summary["gates_near_binary"] = [r["report"]["gates_near_binary"] for r in ok]
         summary["discretise_change"] = (acc["searched"].mean(axis=1) - acc["searched_relaxed"].mean(axis=1)).tolist()
         summary["wall_s"] = [r["wall_s"] for r in ok]
+        summary["cpu_s"] = [r.get("cpu_s") for r in ok]
+        summary["phases"] = [r["report"].get("phases") for r in ok]
+        summary["pruned_ms"] = [r["report"].get("measured_ms") for r in ok]
+        summary["pruned_predicted_ms"] = [r["report"].get("predicted_ms") for r in ok]
         summary["within_budget"] = [r["report"].get("within_budget") for r in ok]
     out = RESULTS / f"mtl_search{'_' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps(summary, indent=1) + "\n")
@@ -132,7 +148,8 @@ def summarise(args, lat: dict, budget: float, runs: dict) -> None:
         print(f"gates within 0.05 of 0/1: {summary['gates_near_binary']}")
         print(f"accuracy change from discretising (mean over tasks, points): "
               f"{[round(100 * d, 2) for d in summary['discretise_change']]}")
-        print(f"wall time (s): {[round(w) for w in summary['wall_s']]}; budget met: {summary['within_budget']}")
+        print(f"wall time (s): {[round(w) for w in summary['wall_s']]}; CPU s: {summary['cpu_s']}; "
+              f"budget met: {summary['within_budget']}")
 
 
 if __name__ == "__main__":

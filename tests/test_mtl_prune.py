@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from hwnat.errors import BadInputError
-from hwnat.mtl.prune import edge_costs_ms, knapsack, rebuild
+from hwnat.mtl.prune import (
+    edge_costs_ms,
+    fusion_subset_costs_ms,
+    group_knapsack,
+    knapsack,
+    rebuild,
+    subset_table_ms,
+)
 from hwnat.spaces import get_space
 
 TINY = {"widths": (4, 8, 8), "in_shape": (1, 12, 12)}
@@ -123,3 +130,77 @@ def test_edge_costs_from_a_table_are_fusion_op_differences():
         assert base + cost[g].sum() == pytest.approx(sum(table[b.key]["median_ms"] for b in sp.blocks(a)))
     with pytest.raises(BadInputError, match="hwnat profile --space mtl-vgg"):
         edge_costs_ms(sp, {})
+
+
+def test_latency_fit_is_the_two_point_anchor_and_a_least_squares_line():
+    from hwnat.mtl.pipeline import calibration_sets, choose_edges, fit_costs, local_sets
+
+    table_cost = np.array([1.0, 2.0, 3.0, 4.0])
+    two = fit_costs(9.0, table_cost, [np.zeros(4, bool), np.ones(4, bool)], [0.5, 1.5])
+    assert two.base_ms == pytest.approx(0.5) and two.cost_ms == pytest.approx(table_cost / 10)
+    assert two.margin_ms == 0.0 and two.table_ms(np.ones(4, bool)) == pytest.approx(19.0)
+    searched = np.array([True, False, True, True])
+    local = local_sets(searched, extra=3)
+    assert local["searched_set"].tolist() == searched.tolist() and not local["none"].any()
+    assert all(not (k & ~searched).any() for k in local.values()) and len(local) == 5
+    sets = list(calibration_sets(4, extra=4).values())
+    assert not sets[0].any() and sets[1].all() and len(sets) == 6
+    true = [0.5 + 0.1 * table_cost[k].sum() for k in sets]
+    noisy = [t + e for t, e in zip(true, [0.02, -0.01, 0.01, -0.02, 0.0, 0.01], strict=True)]
+    fit = fit_costs(9.0, table_cost, sets, noisy)
+    assert fit.base_ms == pytest.approx(0.5, abs=0.03) and fit.cost_ms == pytest.approx(table_cost / 10, rel=0.1)
+    assert 0.005 < fit.margin_ms < 0.03
+    assert [c["measured_ms"] for c in fit.calibration] == noisy
+    assert fit.predict_ms(np.zeros(4, bool)) == noisy[0]  # the no-edge network: its own measurement
+    # the knapsack keeps the margin in reserve: a budget exactly at the all-edge prediction loses an edge
+    gates = np.full(4, 0.9)
+    assert choose_edges(gates, two, two.predict_ms(np.ones(4, bool))).all()
+    assert not choose_edges(gates, fit, fit.predict_ms(np.ones(4, bool))).all()
+    flat = fit_costs(9.0, table_cost, sets[:2], [1.0, 0.9])  # slower with fewer edges: no negative cost
+    assert (flat.cost_ms == 0).all()
+
+
+def test_choose_edges_prices_each_fusion_op_by_its_own_subset_cost():
+    """Two edges into one op cost more together (3 ms) than apart (1 ms each): the additive model would
+    keep both at a budget of 2 ms, the per-op model keeps one (the higher gate) and predicts it right."""
+    from hwnat.mtl.pipeline import choose_edges, fit_costs
+
+    layers = [([0, 1], np.array([0.0, 1.0, 1.0, 3.0])), ([2], np.array([0.0, 0.5]))]
+    sets = [np.zeros(3, bool), np.ones(3, bool)]
+    costs = fit_costs(10.0, [1.0, 1.0, 0.5], sets, [1.0, 4.5], layers)
+    assert costs.scale == pytest.approx(1.0) and costs.predict_ms(np.ones(3, bool)) == pytest.approx(4.5)
+    gates = np.array([0.9, 0.8, 0.7])
+    kept = choose_edges(gates, costs, 3.0)
+    assert kept.tolist() == [True, False, True] and costs.predict_ms(kept) == pytest.approx(2.5)
+    additive = fit_costs(10.0, [1.0, 1.0, 0.5], sets, [1.0, 3.5])
+    assert choose_edges(gates, additive, 3.0).tolist() == [True, True, False]
+    assert not choose_edges(np.array([0.9, 0.8, 0.2]), costs, 1.9)[2]  # a gate < 0.5 never comes back
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_group_knapsack_is_optimal_against_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    groups = [[(0.0, 0.0)] + [(float(rng.random() * 3), float(rng.random())) for _ in range(rng.integers(0, 4))]
+              for _ in range(rng.integers(1, 6))]
+    budget = float(rng.random() * 2)
+    choice = group_knapsack(groups, budget)
+    value = sum(groups[g][j][0] for g, j in enumerate(choice))
+    assert sum(groups[g][j][1] for g, j in enumerate(choice)) <= budget + 1e-12
+    best = max(sum(g[j][0] for g, j in zip(groups, pick, strict=True))
+               for pick in itertools.product(*(range(len(g)) for g in groups))
+               if sum(g[j][1] for g, j in zip(groups, pick, strict=True)) <= budget)
+    assert value == pytest.approx(best)
+    with pytest.raises(BadInputError, match="no selection fits"):
+        group_knapsack([[(1.0, 2.0)]], 1.0)
+
+
+def test_subset_costs_are_each_fusion_op_with_its_kept_sources():
+    sp = get_space("mtl-vgg", **TINY)
+    # non-additive synthetic table: a fusion op costs the square of its number of inputs
+    table = {b.key: float(len(b.in_shapes)) ** 2 for b in sp.all_blocks()}
+    layers = fusion_subset_costs_ms(sp, table)
+    assert len(layers) == sp.tasks * sp.layers
+    base, _ = edge_costs_ms(sp, table)
+    for a in sp.sample(np.random.default_rng(1), 8):  # the exact table sum of any architecture
+        g = sp.encode(a).astype(bool)
+        assert base + subset_table_ms(layers, g) == pytest.approx(sum(table[b.key] for b in sp.blocks(a)))

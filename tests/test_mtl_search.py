@@ -21,6 +21,7 @@ from hwnat.mtl.search import (
     save_checkpoint,
     temperature,
     train,
+    weight_lr,
 )
 from hwnat.mtl.tasks import load_npz, load_task
 from hwnat.spaces import get_space
@@ -159,6 +160,14 @@ def test_latency_hinge_is_zero_within_budget_and_pushes_costly_gates_hardest():
     assert float(pen.detach()) == pytest.approx(0.1 / 1.1)
     pen.backward()
     assert gates.grad[1] > gates.grad[0] > 0 and gates.grad[2] == 0
+
+
+def test_weight_lr_falls_by_a_cosine_from_lr_to_a_twentieth():
+    s = SearchSettings(lr=2e-3)
+    lrs = [weight_lr(s, k, 11) for k in range(11)]
+    assert lrs[0] == pytest.approx(2e-3) and lrs[-1] == pytest.approx(1e-4)
+    assert lrs[5] == pytest.approx((2e-3 + 1e-4) / 2)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
 def test_settings_are_validated():

@@ -111,6 +111,18 @@ def test_gates_weight_each_edge_source(space):
         assert not torch.allclose(m, f)
 
 
+def test_head_tells_apart_the_same_feature_at_two_positions():
+    """MultiMNIST's tasks differ only in where the digit is: a global-average-pooled head could not tell."""
+    from hwnat.nn.fusion import Head
+
+    torch.manual_seed(0)
+    head = Head((3, 4, 4), 5).eval()
+    top_left, bottom_right = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    top_left[0, :, 0, 0], bottom_right[0, :, 3, 3] = 1.0, 1.0
+    assert not torch.allclose(head(top_left), head(bottom_right))
+    assert head(top_left).shape == (1, 5)
+
+
 def test_flops_and_params_match_torch_counters(space):
     from torch.utils.flop_counter import FlopCounterMode
 

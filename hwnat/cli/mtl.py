@@ -49,16 +49,18 @@ def _summary(report: dict) -> None:
               help="'multimnist' (built in) or a .npz with x and one label array per task.")
 @device_option
 @budget_option
-@click.option("--quick", is_flag=True, help="Small data and 2 epochs (a smoke run of a few minutes).")
+@click.option("--quick", is_flag=True, help="Small data (4,000 training pairs) and 2 epochs: a smoke run.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Training epochs of the search and of each baseline [default: 4, --quick: 2].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of data splits, weights and gates.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads for training [default: every core; 1 on a machine other jobs load].")
 @table_option
 @no_sweep_option
 @out_option
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to stdout.")
 @click.pass_context
-def search(ctx, task, device, budget_ms, quick, epochs, seed, table, no_sweep, out, as_json):
+def search(ctx, task, device, budget_ms, quick, epochs, seed, threads, table, no_sweep, out, as_json):
     """Train single-task and all-edges baselines, search the fusion gates, and (with --latency-ms)
     prune the searched network to the budget, export it and measure it on the device.
 
@@ -75,7 +77,7 @@ def search(ctx, task, device, budget_ms, quick, epochs, seed, table, no_sweep, o
     settings = SearchSettings(epochs=epochs or (QUICK_EPOCHS if quick else EPOCHS), seed=seed)
     with progress_bar("mtl search", enabled=ctx.find_root().params.get("quiet") is not True) as bar:
         report = run_search(task=task, device=device, budget_ms=budget_ms, out=out, quick=quick, seed=seed,
-                            settings=settings, table=table, progress=bar, sweep=not no_sweep)
+                            settings=settings, table=table, progress=bar, sweep=not no_sweep, threads=threads)
     _summary(report)
     err(f"wrote {out}/report.md")
     if as_json:

@@ -4,19 +4,21 @@ table, the exact 0/1 knapsack that picks the kept edges under a budget, and the 
 network without the dropped edges (MTL-NAS's released code only multiplies a pruned edge by zero, so its
 pruned network costs as much as the full one).
 
-Cost model (``edge_costs_ms``): ``latency(kept) ~= base_ms + sum(cost_ms[kept])`` where ``base_ms`` is the
+Cost model (``edge_costs_ms``, additive; ``fusion_subset_costs_ms``, exact per fusion op): ``latency(kept) ~= base_ms + sum(cost_ms[kept])`` where ``base_ms`` is the
 table sum of the network with no edge (K backbones, every fusion op on its own channels only, K heads)
 and an edge's marginal cost is the fusion op of its target with that source alone minus the op with no
 source: the extra pooling, concatenation and 1x1-conv input channels the edge brings. The exact table
 sum (``LatencyTable.sum``) holds each layer's fusion op with exactly its kept sources; the linear model
-drops only the interaction of several sources at one layer.
+drops the interaction of several sources at one layer, which ``fusion_subset_costs_ms`` keeps (one entry
+per subset of each op's sources) and ``group_knapsack`` optimises over exactly (one subset per op).
 
 Checked against end-to-end measurements of pruned networks on ``cpu`` (``benchmarks/fusion_cost_model.py``,
 default space): the table *base* overstates the measured no-edge network about 2x (its 18 blocks are
 timed separately and each pays ONNX Runtime's per-call overhead), while the per-edge costs have about the
-right size. So consumers anchor the base to the measured no-edge network and the scale of the costs to
-the measured all-edges network (``hwnat.mtl.pipeline.calibrate``): 8% mean error on 15 pruned networks,
-on a machine whose repeated measurements of one network spread by +-25%.
+right size. So consumers fit the base and the scale of the costs to measured networks
+(``hwnat.mtl.pipeline.fit_costs``). On a run at load ~5 on 2 cores, the per-op (subset) costs predicted
+the searched network within 5-8% where the additive ones were 13-16% low (two sources at one op cost
+more than the sum of each alone).
 
 Example:
     >>> knapsack([3.0, 2.0, 2.0], [2.0, 1.0, 1.0], 2.0).tolist()
@@ -135,6 +137,49 @@ def edge_costs_ms(space, latencies: Any, field_name: str = "median_ms") -> tuple
     Raises:
         BadInputError: a block the costs need is not in the table (the message says how to profile it).
     """
+    ms = _table_lookup(space, latencies, field_name)
+    base = float(sum(ms(b) for b in space.blocks(space.parse("none"))))
+    cost = np.zeros(len(space.edges()))
+    for n, e in enumerate(space.edges()):
+        t, i = e.dst_task, e.dst_layer
+        cost[n] = ms(space.fusion_block(t, i, (n,))) - ms(space.fusion_block(t, i, ()))
+    return base, cost
+
+
+def fusion_subset_costs_ms(space, latencies: Any, field_name: str = "median_ms") -> list[tuple[list[int], np.ndarray]]:
+    """Every fusion op's table latency for every subset of its sources, relative to the op with none.
+
+    Several sources at one layer do not cost the sum of their single-source costs (one concatenation,
+    one wider 1x1 conv): this is the exact per-layer form of the table sum that ``edge_costs_ms``
+    linearises.
+
+    Returns:
+        One ``(candidates, extra_ms)`` per (task, layer), in task-major order: the genome positions of its
+        candidate edges, and ``extra_ms[mask]`` for every subset (bit ``k`` = ``candidates[k]`` kept).
+
+    Raises:
+        BadInputError: a block the costs need is not in the table.
+    """
+    ms = _table_lookup(space, latencies, field_name)
+    out = []
+    for t in range(space.tasks):
+        for i in range(space.layers):
+            cand = space.candidates(t, i)
+            none = ms(space.fusion_block(t, i, ()))
+            extra = np.array([ms(space.fusion_block(t, i, tuple(n for k, n in enumerate(cand) if mask >> k & 1)))
+                              - none for mask in range(2 ** len(cand))])
+            out.append((cand, extra))
+    return out
+
+
+def subset_table_ms(layers: Sequence[tuple[Sequence[int], np.ndarray]], kept: Sequence[bool]) -> float:
+    """Sum over the fusion ops of ``extra_ms`` of their kept sources (``fusion_subset_costs_ms``' layout)."""
+    kept = np.asarray(kept, dtype=bool)
+    return float(sum(extra[sum(2 ** k for k, n in enumerate(cand) if kept[n])] for cand, extra in layers))
+
+
+def _table_lookup(space, latencies: Any, field_name: str):
+    """``block -> ms`` from a ``LatencyTable`` or a mapping (``BadInputError`` naming a missing block)."""
     entries = getattr(latencies, "entries", latencies)
     if not isinstance(entries, Mapping):
         raise BadInputError(f"edge costs need a latency table or a mapping of block keys to ms, got "
@@ -147,12 +192,52 @@ def edge_costs_ms(space, latencies: Any, field_name: str = "median_ms") -> tuple
         e = entries[block.key]
         return float(e[field_name] if isinstance(e, Mapping) else e)
 
-    base = float(sum(ms(b) for b in space.blocks(space.parse("none"))))
-    cost = np.zeros(len(space.edges()))
-    for n, e in enumerate(space.edges()):
-        t, i = e.dst_task, e.dst_layer
-        cost[n] = ms(space.fusion_block(t, i, (n,))) - ms(space.fusion_block(t, i, ()))
-    return base, cost
+    return ms
+
+
+# ---- the exact multiple-choice knapsack over the fusion ops ---------------------------------------
+
+def group_knapsack(groups: Sequence[Sequence[tuple[float, float]]], budget_ms: float) -> list[int]:
+    """One option per group, the largest total value with total cost at most ``budget_ms``.
+
+    The multiple-choice knapsack (Sinha & Zoltners, "The Multiple-Choice Knapsack Problem", Operations
+    Research 1979) with each fusion op as a group and each subset of its sources as an option, so a
+    layer's cost is its own (non-additive) table cost. Exact: dynamic programming over the groups that
+    keeps the Pareto front of partial selections (no partial selection is dropped unless another one
+    costs no more and is worth at least as much), pruned by the least cost the remaining groups must add.
+
+    Args:
+        groups: per group, its options as ``(value, cost_ms)``; values >= 0.
+        budget_ms: the most the chosen options may cost in total.
+
+    Returns:
+        The chosen option index of each group.
+
+    Raises:
+        BadInputError: an empty group, a negative or non-finite value or cost, or no selection fits.
+    """
+    groups = [[(float(v), float(c)) for v, c in g] for g in groups]
+    if any(not g for g in groups):
+        raise BadInputError("group_knapsack: every group needs at least one option")
+    if any(not (np.isfinite(v) and np.isfinite(c)) or v < 0 for g in groups for v, c in g):
+        raise BadInputError("group_knapsack: values must be finite and >= 0, costs finite")
+    least = [min(c for _, c in g) for g in groups]
+    rest = np.concatenate([np.cumsum(least[::-1])[::-1], [0.0]])  # least cost of groups g.. to the end
+    eps = 1e-12 * max(1.0, abs(float(budget_ms)))
+    states: list[tuple[float, float, tuple[int, ...]]] = [(0.0, 0.0, ())]
+    for g, opts in enumerate(groups):
+        grown = [(c + oc, v + ov, ch + (j,)) for c, v, ch in states for j, (ov, oc) in enumerate(opts)
+                 if c + oc + rest[g + 1] <= budget_ms + eps]
+        grown.sort(key=lambda s: (s[0], -s[1]))
+        states, best = [], -1.0
+        for st in grown:
+            if st[1] > best:
+                states.append(st)
+                best = st[1]
+    if not states:
+        raise BadInputError(f"group_knapsack: no selection fits the budget {budget_ms:g} ms (the cheapest "
+                            f"costs {float(rest[0]):g} ms)")
+    return list(max(states, key=lambda st: st[1])[2])
 
 
 # ---- physical rebuild ---------------------------------------------------------------------------------

@@ -121,6 +121,10 @@ def markdown(report: dict) -> str:
         if "gates" in plots:
             lines.append("![gate values over training](gates.png)")
     lines += ["", f"Latency model: {report.get('latency_model', '')}.", ""]
+    phases = report.get("phases") or {}
+    if phases:
+        lines += ["Time per phase (wall s / CPU s): " + ", ".join(
+            f"{k} {v['wall_s']:.0f} / {v['cpu_s']:.0f}" for k, v in phases.items()) + ".", ""]
     return "\n".join(lines)
 
 

@@ -55,7 +55,7 @@ class SearchSettings:
 
     epochs: int = 6  #: passes over the weight split
     batch_size: int = 64  #: images per step (weight and architecture steps alike)
-    lr: float = 2e-3  #: Adam learning rate of the network weights
+    lr: float = 3e-3  #: peak Adam learning rate of the network weights (cosine decay to lr / 20)
     arch_lr: float = 0.05  #: Adam learning rate of the gate logits
     tau_start: float = 1.0  #: relaxed-Bernoulli temperature at the first step
     tau_end: float = 0.05  #: temperature at the last step (geometric annealing per step)
@@ -104,6 +104,14 @@ def temperature(settings: SearchSettings, step: int, total_steps: int) -> float:
     """Relaxed-Bernoulli temperature at ``step`` of ``total_steps`` (geometric from tau_start to tau_end)."""
     frac = step / max(total_steps - 1, 1)
     return settings.tau_start * (settings.tau_end / settings.tau_start) ** frac
+
+
+def weight_lr(settings: SearchSettings, step: int, total_steps: int) -> float:
+    """Learning rate of the network weights at ``step``: a cosine from ``lr`` down to ``lr / 20`` over
+    the run (a function of the step alone, so a resumed run continues the same schedule)."""
+    frac = step / max(total_steps - 1, 1)
+    lo = settings.lr / 20
+    return lo + 0.5 * (settings.lr - lo) * (1 + math.cos(math.pi * frac))
 
 
 def relaxed_bernoulli(alpha, tau: float, generator):
@@ -252,6 +260,8 @@ def train(net, data: MTLData, settings: SearchSettings, mode: str = "fixed", n_e
         for s in range(steps_per_epoch):
             step = epoch * steps_per_epoch + s
             idx = order_w[s * settings.batch_size:(s + 1) * settings.batch_size]
+            for group in opt.param_groups:
+                group["lr"] = weight_lr(settings, step, total)
             # weight step (relaxed-Bernoulli gate samples; gate logits held fixed)
             if n_edges:
                 gates = relaxed_bernoulli(alpha.detach(), temperature(settings, step, total), gen)

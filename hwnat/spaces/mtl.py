@@ -265,7 +265,7 @@ class MTLVGGSpace(SearchSpace):
         head_slot = []
         for n in self.classes:
             head_slot.append(len(table))
-            table.append(BlockSpec.make("mtl_head", self.shapes[-1], (n, 1, 1)))
+            table.append(BlockSpec.make("mtl_head", self.shapes[-1], (n, 1, 1), flat=1))
         self._fusion_offset = np.zeros((self.tasks, self.layers), dtype=np.int64)
         for t in range(self.tasks):
             for i in range(self.layers):
@@ -298,9 +298,9 @@ class MTLVGGSpace(SearchSpace):
             p += c_in * c * 9 + 2 * c
             c_in = c
         f, p = self.tasks * f, self.tasks * p
-        last = self.widths[-1]
-        f += sum(2.0 * last * n for n in self.classes)
-        p += sum(last * n + n for n in self.classes)
+        feat = int(np.prod(self.shapes[-1]))  # the heads flatten the last feature map
+        f += sum(2.0 * feat * n for n in self.classes)
+        p += sum(feat * n + n for n in self.classes)
         for (c, h, w) in self.shapes:  # own-only fusion ops
             f += self.tasks * 2.0 * c * c * h * w
             p += self.tasks * (c * c + 2 * c)
@@ -368,7 +368,7 @@ class MTLVGGSpace(SearchSpace):
             except ValueError as e:
                 raise BadInputError(f"mtl-vgg: block {spec.key}: {e}") from None
         elif spec.op == "mtl_head":
-            m = fusion.Head(spec.in_shape[0], spec.out_shape[0])
+            m = fusion.Head(spec.in_shape, spec.out_shape[0])
         else:
             raise BadInputError(f"mtl-vgg: unknown block op {spec.op!r}; expected one of: {', '.join(_OPS)}")
         return m.eval()
