@@ -154,10 +154,11 @@ def test_rows_hold_canonical_strings(tmp_path):
     assert _rows(out) == rows
 
 
-def _start_profile(dev, out, *extra):
+def _start_profile(dev, out, *extra, resolution: str | None = "128"):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    res = ["--resolution", resolution] if resolution else []
     return subprocess.Popen([sys.executable, "-m", "hwnat.cli.main", "-q", "profile", "--device", str(dev),
-                             "--space", "ofa-mbv3", "--resolution", "128", "--out", str(out), *extra],
+                             "--space", "ofa-mbv3", *res, "--out", str(out), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
 
 
@@ -178,9 +179,11 @@ def _wait_entries(out, n, proc, timeout=120):
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGKILL, -9), (signal.SIGINT, 130)])
 def test_interrupted_profile_resumes_losing_nothing(tmp_path, sig, code):
+    """The whole space (868 blocks, minutes even with the short protocol), so the signal always lands
+    mid-profile however late a busy machine lets this test send it."""
     dev = fast_device(tmp_path)
     out = tmp_path / "ofa.json"
-    p = _start_profile(dev, out)
+    p = _start_profile(dev, out, resolution=None)
     _wait_entries(out, 4, p)
     p.send_signal(sig)
     _, stderr = p.communicate(timeout=60)
@@ -188,9 +191,8 @@ def test_interrupted_profile_resumes_losing_nothing(tmp_path, sig, code):
     if sig == signal.SIGINT:
         assert b"kept on disk" in stderr and b"Traceback" not in stderr
     kept = json.loads(out.read_text())["entries"]
-    assert len(kept) >= 4
-    r = run_cli(["-q", "profile", "--device", dev, "--space", "ofa-mbv3", "--resolution", "128", "--out", out,
-                 "--limit", "3"])
+    assert 4 <= len(kept) < 868
+    r = run_cli(["-q", "profile", "--device", dev, "--space", "ofa-mbv3", "--out", out, "--limit", "3"])
     assert r.exit_code == 0, r.output
     now = json.loads(out.read_text())["entries"]
     assert len(now) == len(kept) + 3
