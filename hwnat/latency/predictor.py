@@ -1,40 +1,55 @@
 """Learned latency predictors: linear bases over additive terms, XGBoost corrections in log space, a
-cross-validated blend of library transfer and architecture features, and jackknife+/CV+ intervals;
-stored as one JSON file (metadata + XGBoost's own JSON, never pickle).
+cross-validated blend of library transfer and architecture features, and conformal intervals (jackknife+
+up to 20 samples, CV conformal above); stored as one JSON file (metadata + XGBoost's own JSON, never pickle).
 
 A fitted model predicts ``log(latency_ms)`` as a blend ``w * lib + (1 - w) * feat`` of two components:
 
 - a component has a *base* and a *form*. The base is a non-negative least-squares (NNLS) combination,
   in milliseconds, of terms that add up over an architecture's blocks: FLOPs, parameters, activation
-  memory, the latency-table sum and per-stage sums when a table of the device exists (side ``feat``),
-  plus, on side ``lib``, the latencies that a library of other devices' models predicts for the same
-  architecture (few-shot transfer, ``hwnat.latency.transfer``). The form is ``base`` (the base alone),
-  ``residual`` (XGBoost on architecture features and ``log(base)`` fitted to ``log(y) - log(base)``) or
-  ``log`` (the same XGBoost fitted to ``log(y)``);
+  memory, the latency-table sum and per-stage sums when a table of the device exists, plus, on side
+  ``feat``, block counts (how many blocks of each type run: what per-call overhead scales with), and, on
+  side ``lib``, the latencies that a library of other devices' models predicts for the same architecture
+  (few-shot transfer, ``hwnat.latency.transfer``; the library devices' latencies as features of the new
+  device's is HELP's hardware embedding, Lee et al., NeurIPS 2021). The form is ``base`` (the base
+  alone), ``residual`` (XGBoost on architecture features and ``log(base)`` fitted to ``log(y) -
+  log(base)``) or ``log`` (the same XGBoost fitted to ``log(y)``);
 - how much to trust the library versus the architecture features is decided from the k samples
   themselves: cross-validation (leave-one-out up to 20 samples, 5-fold above) scores every candidate
-  component by out-of-fold log-RMSE, keeps the best of each side and picks the blend weight ``w`` from
-  a grid (stacking, Wolpert 1992; Breiman, "Stacked Regressions", 1996). The XGBoost round count of a
-  candidate comes from the mean out-of-fold curve. XGBoost forms are candidates above 20 samples only
-  (leave-one-out cannot tell a correction from noise at k = 10: measured, it lowered Spearman), and
-  over the library base from 100 samples on (``XGB_LIB_MIN``).
+  component by out-of-fold log-RMSE, keeps the best of each side and picks the blend weight ``w`` with
+  the lowest out-of-fold error from a grid, a tie going to the library-free side (stacking, Wolpert
+  1992; Breiman, "Stacked Regressions", 1996). The XGBoost round count of a candidate comes from the
+  mean out-of-fold curve. XGBoost forms are candidates above 20 samples only (leave-one-out cannot tell
+  a correction from noise at k = 10: measured, it lowered Spearman), and over the library base from 100
+  samples on (``XGB_LIB_MIN``).
 
-Intervals are jackknife+ (up to 20 samples) or CV+ (5 folds) (Barber, Candes, Ramdas, Tibshirani,
-"Predictive inference with the jackknife+", Annals of Statistics 2021). The whole fitting procedure,
-every choice above included, is re-run without each fold; the residual of a training sample comes from
-the model that never saw it and made no choice with it, so no calibration residual chose anything. At an
-architecture ``x`` the interval is built from the values ``log mu_{-k(i)}(x) + r_i`` over the training
-samples ``i`` (``mu_{-k}``: the model fitted without fold ``k``, ``r_i``: the signed out-of-fold log
-residual): of the ``m = floor(alpha (n+1))`` values a level-``alpha`` interval may leave out, the
-``ceil(m/2)`` lowest and the ``floor(m/2)`` highest are left out (``interval_ranks``): central (lower and
-upper tails calibrated separately), so a skewed error gets a skewed interval. Below ``2/alpha - 1``
-samples (19 for 90%) a central interval has no finite rank; the interval is then the symmetric
-jackknife+ one on ``|r_i|``. Stated guarantee
-(Barber et al., Theorems 1 and 4): coverage >= 1 - 2 alpha for jackknife+, and for CV+ with K folds
->= 1 - 2 alpha - min(2(1 - 1/K)/(n/K + 1), (1 - K/n)/(K + 1)), for exchangeable samples; in practice it is
-close to 1 - alpha, which ``benchmarks/predictor_accuracy.py`` measures at k = 10, 20, 50 and 1000. Any
-coverage can be asked for at prediction time (``predict_genomes(g, coverage=0.95)``): the residuals and
-fold models are stored.
+Intervals are conformal, on out-of-fold log residuals of the whole procedure: every choice above is re-run
+without each fold, so the residual ``r_i`` of a training sample comes from a model that never saw it and
+made no choice with it.
+
+- Up to 20 samples, jackknife+ (Barber, Candes, Ramdas, Tibshirani, "Predictive inference with the
+  jackknife+", Annals of Statistics 2021): at an architecture ``x`` the interval is built from the values
+  ``log mu_{-i}(x) + r_i`` (``mu_{-i}``: the model fitted without sample ``i``). Of the
+  ``m = floor(alpha (n+1))`` values a level-``alpha`` interval may leave out, the ``ceil(m/2)`` lowest
+  and the ``floor(m/2)`` highest are left out (``interval_ranks``): central, so a skewed error gets a
+  skewed interval. Below ``2/alpha - 1`` samples (19 for 90%) a central interval has no finite rank; the
+  interval is then the symmetric jackknife+ one on ``|r_i|``. Guarantee (Barber et al., Theorem 1): coverage
+  >= 1 - 2 alpha for exchangeable samples; the leave-one-out models hardly differ from each other, and
+  measured coverage is close to 1 - alpha.
+- Above 20 samples, CV conformal centred on the shipped model (``cv_interval``): ``log mu(x) + r_(lo)``
+  .. ``log mu(x) + r_(hi)`` with the same ranks. If the test residual were exchangeable with the ``r_i``,
+  as in split conformal (Vovk et al. 2005; Lei et al., JASA 2018), coverage would lie in
+  ``[1 - alpha, 1 - alpha + 1/(n+1))``; it is only approximately so, because ``r_i`` comes from a fold
+  model fitted on ``(K-1)/K`` of the samples and the test residual from ``mu``, fitted on all of them (a
+  larger error of the fold models makes the interval conservative, a model less stable than the fold
+  models makes it undercover). There is no distribution-free guarantee (Barber et al., Section 2, show
+  that this naive CV interval can undercover an unstable fit). CV+ (Barber et al., Theorem 4), whose
+  guarantee is >= 1 - 2 alpha - a small term, was used before: at 5 and 3 folds its intervals add the
+  disagreement between the fold models to the residuals and covered 93% / 92% for a stated 90% at
+  k = 50 / 1000 on the shipped data.
+
+``benchmarks/predictor_accuracy.py`` measures coverage and width at k = 10, 20, 50 and 1000. Any coverage
+can be asked for at prediction time (``predict_genomes(g, coverage=0.95)``): the residuals and fold models
+are stored.
 
 Example:
     >>> p = LatencyPredictor.fit("nasbench201", archs, latency_ms, target="pixel3")   # doctest: +SKIP
@@ -69,6 +84,10 @@ MODES = ("base", "residual", "log")
 SIDES = ("lib", "feat")
 #: candidate weights of the library side in the blend (the rest goes to the feature side)
 BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+#: prefix of the block-count columns of a base (``ArchFeatures.counts``; side ``feat`` only: with a library
+#: they add as many weights as there are library devices, and at k = 10 the library base ranked worse with
+#: them on NAS-Bench-201, mean Spearman 0.941 -> 0.915, while the feature base gained 0.72 -> 0.83)
+COUNT = "count:"
 #: up to this many samples: leave-one-out folds, the linear base only
 LOO_MAX = 20
 #: from this many samples on, XGBoost corrections over the library base are candidates too
@@ -309,6 +328,33 @@ def jackknife_plus(P_fold: np.ndarray, fold_of: np.ndarray, residuals: np.ndarra
     return lo, hi
 
 
+def cv_interval(p_log: np.ndarray, residuals: np.ndarray, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+    """Cross-validation conformal bounds in log space: the shipped model's prediction plus order statistics
+    of the out-of-fold residuals (the split-conformal ranks of ``interval_ranks`` applied to CV residuals).
+
+    Args:
+        p_log: ``(m,)`` log predictions of the shipped model.
+        residuals: ``(n,)`` signed out-of-fold log residuals.
+        coverage: 1 - alpha.
+
+    Returns:
+        ``(lo, hi)`` log bounds ``(m,)``: ``p + r_(lo)`` and ``p + r_(hi)`` where ``n`` allows central ranks,
+        else ``p -/+ |r|_(hi)``.
+
+    Example:
+        >>> lo, hi = cv_interval(np.zeros(2), np.arange(99.0), 0.9)
+        >>> lo.tolist(), hi.tolist()
+        ([4.0, 4.0], [94.0, 94.0])
+    """
+    lo_r, hi_r, central, _ = interval_ranks(len(residuals), coverage)
+    p = np.asarray(p_log, dtype=np.float64)
+    if central:
+        r = np.sort(residuals)
+        return p + r[lo_r - 1], p + r[hi_r - 1]
+    q = np.sort(np.abs(residuals))[hi_r - 1]
+    return p - q, p + q
+
+
 def _folds(n: int, settings: FitSettings) -> list[np.ndarray]:
     if n <= LOO_MAX:
         return [np.array([i]) for i in range(n)]
@@ -354,19 +400,18 @@ def _mean_curve(curves: list[np.ndarray], sizes: list[int]) -> np.ndarray:
     return tot / sum(sizes)
 
 
-def _one_se_choice(sq: dict[float, np.ndarray]) -> float:
-    """The library weight to ship: the first of ``BLEND_WEIGHTS`` (most library first) whose out-of-fold
-    mean squared error is within one standard error of the best one's, the standard error of the paired
-    per-sample differences (the one-standard-error rule, Breiman et al., "Classification and Regression
-    Trees", 1984). With 10 samples the scores of the weights differ by noise, and the library, which
-    carries the scale of real devices, keeps its weight unless the features are clearly better; with
-    many samples the rule picks the best weight.
-    """
-    best = min(sq, key=lambda w: sq[w].mean())
-    for w in BLEND_WEIGHTS:
-        d = sq[w] - sq[best]
-        if d.mean() <= d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else w == best:
-            return w
+def _blend_choice(sq: dict[float, np.ndarray]) -> float:
+    """The library weight to ship: the one of ``BLEND_WEIGHTS`` with the lowest out-of-fold mean squared
+    error (stacking, Breiman 1996), a tie going to the smaller library weight, so that a library that
+    does not explain the k samples better than the architecture features falls back to the library-free
+    model (weight 0). An earlier rule kept the library unless the features were better by one standard
+    error; it ranked best with a library of similar devices but fell below the library-free model where
+    the library held no device of the target's family (measured on the shipped data, leave-one-family-out,
+    k = 10, 4 seeds: 9 of 26 devices worse than library-free, against 5 with this rule)."""
+    best = 0.0
+    for w in sorted(sq):
+        if sq[w].mean() < sq[best].mean() * (1 - 1e-9):
+            best = w
     return best
 
 
@@ -381,7 +426,7 @@ class _Fitter:
         self.fold_of = np.empty(len(y), dtype=np.int64)
         for k, f in enumerate(folds):
             self.fold_of[f] = k
-        self.side_cols = {"lib": list(range(len(cols))),
+        self.side_cols = {"lib": [i for i, c in enumerate(cols) if not c.startswith(COUNT)],
                           "feat": [i for i, c in enumerate(cols) if not c.startswith("lib:")]}
         # with a library: log:lib sees the features too, so log:feat is left out; below XGB_LIB_MIN
         # samples no XGBoost on the library side (measured on NAS-Bench-201 at k = 50: no gain over the
@@ -468,7 +513,7 @@ class _Fitter:
             sq = {wt: (wt * oof[best["lib"]][rows] + (1 - wt) * oof[best["feat"]][rows] - yl) ** 2
                   for wt in BLEND_WEIGHTS}
             blend_scores = {wt: float(np.sqrt(e.mean())) for wt, e in sq.items()}
-            w = _one_se_choice(sq)
+            w = _blend_choice(sq)
         blend = []
         for wt, side in ((w, "lib"), (1.0 - w, "feat")):
             if wt <= 0:
@@ -497,7 +542,7 @@ class LatencyPredictor:
 
     Attributes:
         blend: the shipped model, ``[(weight, Component), ...]`` (log-space blend).
-        fold_models: the blends fitted without each fold (jackknife+/CV+), one per fold.
+        fold_models: the blends fitted without each fold (the jackknife+ intervals use them), one per fold.
         fold_of: fold of each training sample; ``residuals``: its signed out-of-fold log residual.
         mode: the form of the blend's heaviest component (``base``, ``residual``, ``log``).
         interval: the stated coverage, the method and a typical half-width (``half_width_log``).
@@ -561,7 +606,7 @@ class LatencyPredictor:
         if library is not None and not library.devices:
             library = None
         shell = cls(fx.space.name, target, fx, [], [], [], [], library=library)
-        A, cols = shell._additive(X, library)
+        A, cols = shell._additive(X, library, g)
         n = len(y)
         forms = settings.modes or (("base", "residual") + (("log",) if n >= 50 else ()))
         forms = tuple(f for f in forms if f == "base" or n > LOO_MAX) or ("base",)
@@ -591,14 +636,16 @@ class LatencyPredictor:
             lib_used = None
 
         cv_ms = np.exp(fitter.ylog - residuals)
-        model = cls(fx.space.name, target, fx, blend, fold_models, fitter.fold_of, residuals, lib_used)
-        P = np.column_stack([_blend_log(fm, A, index, X) for fm in fold_models])
-        lo, hi = jackknife_plus(P, fitter.fold_of, residuals, settings.coverage)
+        scheme = "jackknife+" if n <= LOO_MAX else "cv"
+        model = cls(fx.space.name, target, fx, blend, fold_models, fitter.fold_of, residuals, lib_used,
+                    interval={"coverage": settings.coverage, "scheme": scheme})
+        lo, hi = model._bounds_log(A, index, X, _blend_log(blend, A, index, X), settings.coverage)
         _, _, central, exact = interval_ranks(n, settings.coverage)
-        scheme = "jackknife+" if n <= LOO_MAX else f"CV+ ({len(folds)} folds)"
+        method = "jackknife+" if n <= LOO_MAX else f"CV conformal ({len(folds)} folds, centred on the shipped model)"
         model.interval = {
-            "coverage": settings.coverage, "method": f"{scheme}, {'central' if central else 'symmetric'}, "
-                                                     "on out-of-fold log residuals of the whole procedure",
+            "coverage": settings.coverage, "scheme": scheme,
+            "method": f"{method}, {'central' if central else 'symmetric'}, on out-of-fold log residuals of the "
+                      "whole procedure",
             "n_calibration": int(n), "central": central, "exact": exact,
             "half_width_log": float(np.mean(hi - lo) / 2)}
         model.meta = {
@@ -614,8 +661,10 @@ class LatencyPredictor:
         }
         return model
 
-    def _additive(self, X: np.ndarray, library: Library | None) -> tuple[np.ndarray, list[str]]:
-        """The bases' columns (ms-like, >= 0): library latencies, then additive features."""
+    def _additive(self, X: np.ndarray, library: Library | None, genomes: np.ndarray
+                  ) -> tuple[np.ndarray, list[str]]:
+        """The bases' columns (ms-like, >= 0): library latencies, additive features, then block counts
+        (``ArchFeatures.counts``, the ``feat`` side only)."""
         names = self.features.names
         cols, mats = [], []
         if library is not None and library.devices:
@@ -625,6 +674,8 @@ class LatencyPredictor:
         idx = [names.index(c) for c in self.features.additive_names()]
         mats.append(X[:, idx].astype(np.float64))
         cols += self.features.additive_names()
+        mats.append(self.features.counts(genomes))
+        cols += [f"{COUNT}{c}" for c in self.features.count_names()]
         return np.hstack(mats), cols
 
     # ---- prediction --------------------------------------------------------------------------------
@@ -645,15 +696,21 @@ class LatencyPredictor:
         """
         coverage = _check_coverage(self.interval.get("coverage", 0.9) if coverage is None else coverage)
         X = self.features.transform(genomes)
-        A, cols = self._additive(X, self.library)
+        A, cols = self._additive(X, self.library, genomes)
         index = {c: i for i, c in enumerate(cols)}
         missing = [c for _, comp in self.blend for c in comp.base.columns if c not in index]
         if missing:
             raise BadInputError(f"model base column {missing[0]!r} is not among {cols}")
         out = _blend_log(self.blend, A, index, X)
-        P = np.column_stack([_blend_log(fm, A, index, X) for fm in self.fold_models])
-        lo, hi = jackknife_plus(P, self.fold_of, self.residuals, coverage)
+        lo, hi = self._bounds_log(A, index, X, out, coverage)
         return np.exp(out), np.exp(np.minimum(lo, out)), np.exp(np.maximum(hi, out))
+
+    def _bounds_log(self, A, index, X, out, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+        """Log interval bounds by the model's scheme (``jackknife_plus`` or ``cv_interval``)."""
+        if self.interval.get("scheme", "jackknife+") == "cv":
+            return cv_interval(out, self.residuals, coverage)
+        P = np.column_stack([_blend_log(fm, A, index, X) for fm in self.fold_models])
+        return jackknife_plus(P, self.fold_of, self.residuals, coverage)
 
     def predict(self, archs: Sequence[str], source: str = "archs", coverage: float | None = None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -735,6 +792,8 @@ class LatencyPredictor:
             names = d["features"]["names"]
             interval = dict(d["interval"])
             _check_coverage(float(interval["coverage"]))
+            if interval.get("scheme", "jackknife+") not in ("jackknife+", "cv"):
+                raise ValueError(f"interval.scheme {interval['scheme']!r} is not 'jackknife+' or 'cv'")
             conf = d["conformal"]
             fold_of = np.asarray(conf["fold_of"], dtype=np.int64)
             residuals = np.asarray(conf["residuals_log"], dtype=np.float64)
