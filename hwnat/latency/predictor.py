@@ -58,6 +58,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -80,10 +81,12 @@ log = logging.getLogger(__name__)
 FORMAT = "hwnat-latency-predictor"
 SCHEMA_VERSION = 2
 MODES = ("base", "residual", "log")
+#: component forms: the modes, and ``one`` (log-affine in the one library device that explains the samples best)
+FORMS = MODES + ("one",)
 #: ``lib``: the base may use the library devices' latencies; ``feat``: architecture features (and table) only
 SIDES = ("lib", "feat")
-#: candidate weights of the library side in the blend (the rest goes to the feature side)
-BLEND_WEIGHTS = (1.0, 0.75, 0.5, 0.25, 0.0)
+#: grid of each component's weight in the blend (weights sum to 1)
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: prefix of the block-count columns of a base (``ArchFeatures.counts``; side ``feat`` only: with a library
 #: they add as many weights as there are library devices, and at k = 10 the library base ranked worse with
 #: them on NAS-Bench-201, mean Spearman 0.941 -> 0.915, while the feature base gained 0.72 -> 0.83)
@@ -202,6 +205,63 @@ class LinearBase:
                    float(d["floor_ms"]))
 
 
+@dataclass
+class OneDevice:
+    """``log base_ms = intercept + slope * log(column)``: the one library device whose latency, scaled,
+    explains the samples best (chosen by leave-one-out among the library columns, slope >= 0).
+
+    HELP's point (Lee et al., NeurIPS 2021) is that a new device's latencies follow those of the
+    devices it resembles; with 10 noisy samples, two numbers on the most similar device are often a
+    steadier guess than a mixture of all of them, and the blend averages the two (measured on the
+    shipped data, k = 10, leave one device out: mean Spearman 0.938 -> 0.945 NAS-Bench-201, 0.853 ->
+    0.864 FBNet).
+
+    Attributes:
+        columns: ``[lib:<device>]``.
+        slope, intercept: in log space.
+    """
+
+    columns: list[str]
+    slope: float
+    intercept: float
+
+    @classmethod
+    def fit(cls, A: np.ndarray, y_ms: np.ndarray, columns: Sequence[str]) -> OneDevice:
+        """Choose the column by closed-form leave-one-out error of the log-log line, then fit it."""
+        yl = np.log(y_ms)
+        n = len(yl)
+        best = (np.inf, 0, 0.0, float(np.mean(yl)))
+        for j in range(A.shape[1]):
+            x = np.log(A[:, j])
+            xc = x - x.mean()
+            sxx = float(xc @ xc)
+            if sxx <= 0:
+                continue
+            b = float(xc @ (yl - yl.mean())) / sxx
+            if b < 0:
+                continue
+            a = float(yl.mean() - b * x.mean())
+            h = 1.0 / n + xc ** 2 / sxx  # leverage of each sample
+            e = float(np.mean(((yl - a - b * x) / np.maximum(1.0 - h, 1e-6)) ** 2))
+            if e < best[0]:
+                best = (e, j, b, a)
+        _, j, b, a = best
+        return cls([columns[j]], b, a)
+
+    def predict_log(self, A: np.ndarray) -> np.ndarray:
+        return self.intercept + self.slope * np.log(A[:, 0])
+
+    def pruned(self) -> OneDevice:
+        return self
+
+    def to_dict(self) -> dict:
+        return {"columns": self.columns, "slope": self.slope, "intercept": self.intercept}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> OneDevice:
+        return cls(list(d["columns"]), float(d["slope"]), float(d["intercept"]))
+
+
 def _xgb_input(X: np.ndarray, lb: np.ndarray) -> np.ndarray:
     """XGBoost's input: the architecture features and the log of the component's base."""
     return np.column_stack([X, lb]).astype(np.float32)
@@ -209,18 +269,19 @@ def _xgb_input(X: np.ndarray, lb: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Component:
-    """One model form: a linear base on one side and, for ``residual``/``log``, an XGBoost booster.
+    """One model form: a linear base on one side and, for ``residual``/``log``, an XGBoost booster; or,
+    for ``one``, the ``OneDevice`` line on the library side.
 
     Attributes:
-        form: ``base``, ``residual`` or ``log``.
+        form: ``base``, ``residual``, ``log`` or ``one``.
         side: ``lib`` or ``feat`` (which columns the base may use).
-        base: the fitted ``LinearBase``.
+        base: the fitted ``LinearBase`` (``OneDevice`` for ``one``).
         booster: the XGBoost booster (None for ``base``).
     """
 
     form: str
     side: str
-    base: LinearBase
+    base: LinearBase | OneDevice
     booster: object = None
 
     @property
@@ -229,7 +290,10 @@ class Component:
 
     def predict_log(self, A: np.ndarray, index: dict[str, int], X: np.ndarray) -> np.ndarray:
         """log ms of every row; ``A``: the model's additive columns, ``index``: column name -> position."""
-        lb = np.log(self.base.predict(A[:, [index[c] for c in self.base.columns]]))
+        cols = A[:, [index[c] for c in self.base.columns]]
+        if self.form == "one":
+            return self.base.predict_log(cols)
+        lb = np.log(self.base.predict(cols))
         if self.form == "base":
             return lb
         r = self.booster.inplace_predict(_xgb_input(X, lb)).astype(np.float64)
@@ -242,8 +306,10 @@ class Component:
     @classmethod
     def from_dict(cls, d: dict, nthread: int, where: str) -> Component:
         form, side = d["form"], d["side"]
-        if form not in MODES or side not in SIDES:
-            raise BadInputError(f"{where}: component form/side {form!r}/{side!r}; expected {MODES} / {SIDES}")
+        if form not in FORMS or side not in SIDES:
+            raise BadInputError(f"{where}: component form/side {form!r}/{side!r}; expected {FORMS} / {SIDES}")
+        if form == "one":
+            return cls(form, side, OneDevice.from_dict(d["base"]))
         booster = None
         if form != "base":
             if not d.get("booster"):
@@ -400,18 +466,20 @@ def _mean_curve(curves: list[np.ndarray], sizes: list[int]) -> np.ndarray:
     return tot / sum(sizes)
 
 
-def _blend_choice(sq: dict[float, np.ndarray]) -> float:
-    """The library weight to ship: the one of ``BLEND_WEIGHTS`` with the lowest out-of-fold mean squared
-    error (stacking, Breiman 1996), a tie going to the smaller library weight, so that a library that
+def _blend_choice(sq: dict[tuple, np.ndarray]) -> tuple:
+    """The blend weights to ship: of the weight vectors in ``sq`` (feature side first, each a point of
+    ``BLEND_WEIGHTS`` summing to 1), the one with the lowest out-of-fold mean squared error (stacking,
+    Breiman 1996), a tie going to the larger weight of the library-free component, so that a library that
     does not explain the k samples better than the architecture features falls back to the library-free
-    model (weight 0). An earlier rule kept the library unless the features were better by one standard
-    error; it ranked best with a library of similar devices but fell below the library-free model where
-    the library held no device of the target's family (measured on the shipped data, leave-one-family-out,
-    k = 10, 4 seeds: 9 of 26 devices worse than library-free, against 5 with this rule)."""
-    best = 0.0
-    for w in sorted(sq):
-        if sq[w].mean() < sq[best].mean() * (1 - 1e-9):
-            best = w
+    model. An earlier rule kept the library unless the features were better by one standard error; it
+    ranked best with a library of similar devices but fell below the library-free model where the library
+    held no device of the target's family (measured on the shipped data, leave-one-family-out, k = 10, 4
+    seeds: 9 of 26 devices worse than library-free, against 5 with this rule)."""
+    order = sorted(sq, key=lambda c: (-c[0], c))
+    best = order[0]
+    for c in order[1:]:
+        if sq[c].mean() < sq[best].mean() * (1 - 1e-9):
+            best = c
     return best
 
 
@@ -435,6 +503,8 @@ class _Fitter:
         self.cands = [(f, s) for s in sides for f in forms
                       if f == "base" or not ("lib" in sides and (
                           (f == "log" and s == "feat") or (s == "lib" and len(y) < XGB_LIB_MIN)))]
+        if "lib" in sides and any(c.startswith("lib:") for c in cols):
+            self.cands.append(("one", "lib"))
         self.settings = settings
         self.params = xgb_params(len(y), settings.nthread, settings.seed)
         self._bases: dict = {}
@@ -449,6 +519,16 @@ class _Fitter:
             r, idx = self.rows(excl), self.side_cols[side]
             b = LinearBase.fit(self.A[np.ix_(r, idx)], self.y[r], [self.cols[i] for i in idx])
             self._bases[key] = (b, np.log(b.predict(self.A[:, idx])))
+        return self._bases[key]
+
+    def one(self, excl: frozenset) -> tuple[OneDevice, np.ndarray]:
+        """The ``OneDevice`` line fitted outside ``excl`` and its log predictions of every row."""
+        key = ("one", excl)
+        if key not in self._bases:
+            r = self.rows(excl)
+            idx = [i for i, c in enumerate(self.cols) if c.startswith("lib:")]
+            b = OneDevice.fit(self.A[np.ix_(r, idx)], self.y[r], [self.cols[i] for i in idx])
+            self._bases[key] = (b, b.predict_log(self.A[:, [self.cols.index(b.columns[0])]]))
         return self._bases[key]
 
     def _train(self, form, side, excl, rounds, evals=()):
@@ -487,9 +567,10 @@ class _Fitter:
         for form, side in self.cands:
             name = f"{form}:{side}"
             pred = np.full(len(self.y), np.nan)
-            if form == "base":
+            if form in ("base", "one"):
                 for j in inner:
-                    pred[self.folds[j]] = self.base(side, excl | {j})[1][self.folds[j]]
+                    fit = self.base(side, excl | {j}) if form == "base" else self.one(excl | {j})
+                    pred[self.folds[j]] = fit[1][self.folds[j]]
             else:
                 got = [self.booster(form, side, excl | {j}) for j in inner]
                 sq = _mean_curve([e[1][j] for e, j in zip(got, inner, strict=True)],
@@ -505,24 +586,29 @@ class _Fitter:
         best = {}
         for name in scores:
             side = name.split(":")[1]
-            if side not in best or scores[name] < scores[best[side]]:
+            if name != "one:lib" and (side not in best or scores[name] < scores[best[side]]):
                 best[side] = name
-        w = 1.0 if "lib" in best else 0.0
-        blend_scores = {}
-        if len(best) == 2:
-            sq = {wt: (wt * oof[best["lib"]][rows] + (1 - wt) * oof[best["feat"]][rows] - yl) ** 2
-                  for wt in BLEND_WEIGHTS}
-            blend_scores = {wt: float(np.sqrt(e.mean())) for wt, e in sq.items()}
-            w = _blend_choice(sq)
+        if "one:lib" in scores:
+            best["one"] = "one:lib"
+        # the blend's members, library-free first: a tie goes to the smaller library weight
+        members = [best[m] for m in ("feat", "lib", "one") if m in best]
+        grid = [c for c in itertools.product(BLEND_WEIGHTS, repeat=len(members)) if abs(sum(c) - 1) < 1e-9]
+        sq = {c: (sum(wt * oof[m][rows] for wt, m in zip(c, members, strict=True)) - yl) ** 2 for c in grid}
+        blend_scores = {c: float(np.sqrt(e.mean())) for c, e in sq.items()} if len(grid) > 1 else {}
+        chosen = _blend_choice(sq)
+        w = float(sum(wt for wt, m in zip(chosen, members, strict=True) if not m.endswith(":feat")))
         blend = []
-        for wt, side in ((w, "lib"), (1.0 - w, "feat")):
+        for wt, name in zip(chosen, members, strict=True):
             if wt <= 0:
                 continue
-            form = best[side].split(":")[0]
+            form, side = name.split(":")
+            if form == "one":
+                blend.append((wt, Component(form, side, self.one(excl)[0])))
+                continue
             base, _ = self.base(side, excl)
             booster = None
             if form != "base":
-                r = rounds[best[side]]
+                r = rounds[name]
                 if excl:
                     b = self.booster(form, side, excl)[0]
                     if r <= b.num_boosted_rounds():  # a prefix: the same trees as a fresh r-round training
@@ -532,7 +618,8 @@ class _Fitter:
                     booster = self._train(form, side, excl, r)[0]
             blend.append((wt, Component(form, side, base, booster)))
         info = {"rmse_log": scores, "rounds": rounds, "weight_lib": w,
-                "blend_rmse_log": {f"{k:g}": v for k, v in blend_scores.items()}, "chosen": _blend_name(blend)}
+                "blend_rmse_log": {" ".join(f"{x:g}" for x in k): v for k, v in blend_scores.items()},
+                "blend_members": members, "chosen": _blend_name(blend)}
         return blend, info
 
 
