@@ -246,8 +246,10 @@ class ArchFeatures:
             ('n_blocks', 2)
         """
         ops = self._slot_op[self.space.slots(self.check_genomes(genomes))]
-        return np.column_stack([(ops >= 0 if o is None else ops == o).sum(axis=1) for _, o in self._count_groups]
-                               ).astype(np.float64) if self._count_groups else np.zeros((len(ops), 0))
+        out = np.zeros((len(ops), len(self._count_groups)))
+        for j, (_, o) in enumerate(self._count_groups):
+            out[:, j] = (ops >= 0 if o is None else ops == o).sum(axis=1)
+        return out
 
     #: the features that add up over blocks: the linear base of a predictor uses these (in ms-like units)
     def additive_names(self) -> list[str]:

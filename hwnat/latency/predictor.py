@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 FORMAT = "hwnat-latency-predictor"
 SCHEMA_VERSION = 2
 MODES = ("base", "residual", "log")
-#: component forms: the modes, and ``one`` (log-affine in the one library device that explains the samples best)
+#: component forms: the modes, and ``one`` (a log-log line on the library device that fits the samples best)
 FORMS = MODES + ("one",)
 #: ``lib``: the base may use the library devices' latencies; ``feat``: architecture features (and table) only
 SIDES = ("lib", "feat")
@@ -728,11 +728,12 @@ class LatencyPredictor:
                     interval={"coverage": settings.coverage, "scheme": scheme})
         lo, hi = model._bounds_log(A, index, X, _blend_log(blend, A, index, X), settings.coverage)
         _, _, central, exact = interval_ranks(n, settings.coverage)
-        method = "jackknife+" if n <= LOO_MAX else f"CV conformal ({len(folds)} folds, centred on the shipped model)"
+        method = ("jackknife+" if n <= LOO_MAX
+                  else f"CV conformal ({len(folds)} folds, centred on the shipped model)")
         model.interval = {
             "coverage": settings.coverage, "scheme": scheme,
-            "method": f"{method}, {'central' if central else 'symmetric'}, on out-of-fold log residuals of the "
-                      "whole procedure",
+            "method": f"{method}, {'central' if central else 'symmetric'}, on out-of-fold log residuals "
+                      "of the whole procedure",
             "n_calibration": int(n), "central": central, "exact": exact,
             "half_width_log": float(np.mean(hi - lo) / 2)}
         model.meta = {
