@@ -178,7 +178,7 @@ def test_another_coverage_at_prediction_time(nb, small_lib):
     idx = np.random.default_rng(0).choice(len(y), 30, replace=False)
     m = LatencyPredictor.fit("nasbench201", None, y[idx], genomes=g[idx], library=lib,
                              settings=FitSettings(nthread=1, modes=("base",)))
-    assert m.interval["central"] and m.meta["cv"]["folds"] == 5
+    assert m.interval["central"] and m.meta["cv"]["folds"] == 10 and m.interval["scheme"] == "cv"
     out = {c: m.predict_genomes(g[:2000], coverage=c) for c in (0.6, 0.8, 0.9)}
     np.testing.assert_array_equal(out[0.9][0], m.predict_genomes(g[:2000])[0])
     for a, b in ((0.6, 0.8), (0.8, 0.9)):

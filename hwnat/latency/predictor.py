@@ -2,7 +2,8 @@
 cross-validated blend of library transfer and architecture features, and conformal intervals (jackknife+
 up to 20 samples, CV conformal above); stored as one JSON file (metadata + XGBoost's own JSON, never pickle).
 
-A fitted model predicts ``log(latency_ms)`` as a blend ``w * lib + (1 - w) * feat`` of two components:
+A fitted model predicts ``log(latency_ms)`` as a blend ``w_lib * lib + w_one * one + w_feat * feat`` of up
+to three components (weights >= 0, sum 1):
 
 - a component has a *base* and a *form*. The base is a non-negative least-squares (NNLS) combination,
   in milliseconds, of terms that add up over an architecture's blocks: FLOPs, parameters, activation
@@ -12,11 +13,12 @@ A fitted model predicts ``log(latency_ms)`` as a blend ``w * lib + (1 - w) * fea
   (few-shot transfer, ``hwnat.latency.transfer``; the library devices' latencies as features of the new
   device's is HELP's hardware embedding, Lee et al., NeurIPS 2021). The form is ``base`` (the base
   alone), ``residual`` (XGBoost on architecture features and ``log(base)`` fitted to ``log(y) -
-  log(base)``) or ``log`` (the same XGBoost fitted to ``log(y)``);
+  log(base)``) or ``log`` (the same XGBoost fitted to ``log(y)``); the ``one`` component (``OneDevice``) is
+  a log-log line on the single library device that fits the samples best;
 - how much to trust the library versus the architecture features is decided from the k samples
-  themselves: cross-validation (leave-one-out up to 20 samples, 5-fold above) scores every candidate
-  component by out-of-fold log-RMSE, keeps the best of each side and picks the blend weight ``w`` with
-  the lowest out-of-fold error from a grid, a tie going to the library-free side (stacking, Wolpert
+  themselves: cross-validation (leave-one-out up to 20 samples, 10 or 3 folds above) scores every candidate
+  component by out-of-fold log-RMSE, keeps the best of each side and picks the blend weights with the
+  lowest out-of-fold error from a grid of quarters, a tie going to the library-free side (stacking, Wolpert
   1992; Breiman, "Stacked Regressions", 1996). The XGBoost round count of a candidate comes from the
   mean out-of-fold curve. XGBoost forms are candidates above 20 samples only (leave-one-out cannot tell
   a correction from noise at k = 10: measured, it lowered Spearman), and over the library base from 100
@@ -33,16 +35,16 @@ made no choice with it.
   and the ``floor(m/2)`` highest are left out (``interval_ranks``): central, so a skewed error gets a
   skewed interval. Below ``2/alpha - 1`` samples (19 for 90%) a central interval has no finite rank; the
   interval is then the symmetric jackknife+ one on ``|r_i|``. Guarantee (Barber et al., Theorem 1): coverage
-  >= 1 - 2 alpha for exchangeable samples; the leave-one-out models hardly differ from each other, and
-  measured coverage is close to 1 - alpha.
+  >= 1 - 2 alpha for exchangeable samples; the benchmark measures how close to 1 - alpha it is.
 - Above 20 samples, CV conformal centred on the shipped model (``cv_interval``): ``log mu(x) + r_(lo)``
   .. ``log mu(x) + r_(hi)`` with the same ranks. If the test residual were exchangeable with the ``r_i``,
   as in split conformal (Vovk et al. 2005; Lei et al., JASA 2018), coverage would lie in
   ``[1 - alpha, 1 - alpha + 1/(n+1))``; it is only approximately so, because ``r_i`` comes from a fold
   model fitted on ``(K-1)/K`` of the samples and the test residual from ``mu``, fitted on all of them (a
   larger error of the fold models makes the interval conservative, a model less stable than the fold
-  models makes it undercover). There is no distribution-free guarantee (Barber et al., Section 2, show
-  that this naive CV interval can undercover an unstable fit). CV+ (Barber et al., Theorem 4), whose
+  models makes it undercover; hence 10 folds up to 300 samples, where the fold models see 90% of them).
+  There is no distribution-free guarantee: this is the K-fold form of the plain jackknife interval, which
+  Barber et al. show has none without a stability assumption on the fit. CV+ (Barber et al., Theorem 4), whose
   guarantee is >= 1 - 2 alpha - a small term, was used before: at 5 and 3 folds its intervals add the
   disagreement between the fold models to the residuals and covered 93% / 92% for a stated 90% at
   k = 50 / 1000 on the shipped data.
@@ -109,9 +111,11 @@ class FitSettings:
         sides: candidate sides (``lib``, ``feat``). ``None``: both when a library is given (the blend
             decides how much to trust it), else ``feat``. ``("lib",)``: always through the library.
         folds: folds of the internal cross-validation above 20 samples (leave-one-out at or below).
-            ``None``: 5 up to 300 samples, 3 above (every fold re-runs the whole procedure, whose own
-            choices cross-validate on the other folds: about 1 + K + K(K-1)/2 XGBoost trainings per
-            candidate, so fewer folds where each fold already holds 100+ samples).
+            ``None``: 10 up to 300 samples, 3 above. The CV interval is conservative by the extra error
+            of fold models fitted on ``(K-1)/K`` of the samples, which is largest where few samples
+            are, so 10 folds there (each fold model sees 90%); every fold re-runs the whole procedure,
+            whose own choices cross-validate on the other folds (about 1 + K + K(K-1)/2 XGBoost
+            trainings per candidate), so 3 folds where each fold holds 100+ samples.
         max_rounds: cap on XGBoost rounds.
         patience: early-stopping patience (rounds) on each out-of-fold curve.
         nthread: XGBoost threads.
@@ -424,7 +428,7 @@ def cv_interval(p_log: np.ndarray, residuals: np.ndarray, coverage: float) -> tu
 def _folds(n: int, settings: FitSettings) -> list[np.ndarray]:
     if n <= LOO_MAX:
         return [np.array([i]) for i in range(n)]
-    k = settings.folds or (5 if n <= 300 else 3)
+    k = settings.folds or (10 if n <= 300 else 3)
     perm = np.random.default_rng(settings.seed).permutation(n)
     return [np.sort(perm[f::k]) for f in range(k)]
 
