@@ -13,7 +13,15 @@ from _hw import one_line_error, published, run_cli
 from hwnat.errors import BadInputError
 from hwnat.latency import metrics
 from hwnat.latency.features import ArchFeatures
-from hwnat.latency.predictor import FitSettings, LatencyPredictor, interval_ranks, jackknife_plus
+from hwnat.latency.predictor import (
+    FitSettings,
+    LatencyPredictor,
+    OneDevice,
+    _blend_choice,
+    cv_interval,
+    interval_ranks,
+    jackknife_plus,
+)
 from hwnat.latency.transfer import Library, choose, suggest
 from hwnat.spaces import get_space, list_spaces
 
@@ -170,7 +178,7 @@ def test_another_coverage_at_prediction_time(nb, small_lib):
     idx = np.random.default_rng(0).choice(len(y), 30, replace=False)
     m = LatencyPredictor.fit("nasbench201", None, y[idx], genomes=g[idx], library=lib,
                              settings=FitSettings(nthread=1, modes=("base",)))
-    assert m.interval["central"] and m.meta["cv"]["folds"] == 5
+    assert m.interval["central"] and m.meta["cv"]["folds"] == 10 and m.interval["scheme"] == "cv"
     out = {c: m.predict_genomes(g[:2000], coverage=c) for c in (0.6, 0.8, 0.9)}
     np.testing.assert_array_equal(out[0.9][0], m.predict_genomes(g[:2000])[0])
     for a, b in ((0.6, 0.8), (0.8, 0.9)):
@@ -202,7 +210,7 @@ def test_no_calibration_residual_chose_anything(nb, small_lib, n, modes):
     from hwnat.latency.predictor import _blend_log
 
     def fold_pred(model, j):
-        A, cols = model._additive(X, model.library)
+        A, cols = model._additive(X, model.library, g[:300])
         return _blend_log(model.fold_models[j], A, {c: t for t, c in enumerate(cols)}, X)
 
     np.testing.assert_allclose(fold_pred(m1, k), fold_pred(m2, k), rtol=1e-6)
@@ -239,6 +247,11 @@ def test_blend_weight_follows_the_samples(nb, small_lib):
     assert m.meta["cv"]["weight_lib"] == 1.0 and m.blend[0][1].side == "lib" and "titanx_1" in m.library.devices
     ev = sub[:2000]
     assert metrics.spearman(m.predict_genomes(g[ev])[0], y[ev]) > 0.95
+    # a OneDevice component, when chosen, goes through the JSON file like any other
+    assert any(c.form == "one" for b in [m.blend, *m.fold_models] for _, c in b)
+    m2 = LatencyPredictor.from_dict(json.loads(json.dumps(m.to_dict())), nthread=1)
+    for u, v in zip(m.predict_genomes(g[ev[:300]]), m2.predict_genomes(g[ev[:300]]), strict=True):
+        np.testing.assert_allclose(u, v, rtol=1e-6)
     f = LatencyPredictor.fit("nasbench201", None, y[idx], genomes=g[idx], library=lib,
                              settings=FitSettings(nthread=1, sides=("feat",)))
     assert f.library is None and f.meta["cv"]["weight_lib"] == 0.0
@@ -289,6 +302,17 @@ def test_features_are_named_and_vectorised(space):
     i = fx.names.index("flops_m")
     assert X[5, i] == pytest.approx(fx.space.flops(fx.space.decode(g[5])) / 1e6, rel=1e-5)
     assert fx.n_stages >= 3
+    # block counts: blocks run, and per type; the types left out are the ones every arch runs equally often
+    C = fx.counts(g)
+    names = fx.count_names()
+    assert C.shape == (64, len(names)) and (C >= 0).all()
+    blocks = fx.space.slot_blocks()
+    runs = np.array([sum(blocks[i] is not None for i in row) for row in fx.space.slots(g)])
+    if np.ptp(runs):  # a space whose archs run different numbers of blocks
+        assert names[0] == "n_blocks" and C[:, 0].tolist() == runs.tolist()
+        assert np.ptp(C[:, 0] - C[:, 1:].sum(axis=1)) == 0
+    else:
+        assert "n_blocks" not in names
 
 
 def test_suggest_is_d_optimal_and_choose_avoids_extremes():
@@ -340,6 +364,34 @@ def test_interval_ranks_and_jackknife_plus_on_controlled_inputs():
     lo, hi = jackknife_plus(P, fold_of, np.zeros(99), 0.9, chunk=7)
     vals = np.sort(P[0, fold_of])
     assert (lo[0], hi[0]) == (vals[4], vals[94])
+
+
+def test_cv_interval_is_the_shipped_prediction_plus_residual_order_statistics():
+    r = np.random.default_rng(0).permutation(np.arange(50.0)) - 10  # skewed: 10 below 0, 40 above
+    lo, hi = cv_interval(np.array([0.0, 1.0]), r, 0.9)
+    assert lo.tolist() == [-8.0, -7.0] and hi.tolist() == [38.0, 39.0]  # ranks 3 and 49 of 50 (+-0 shift)
+    # expected coverage of those ranks for an exchangeable residual: (49 - 3) / 51, in [0.9, 0.9 + 1/51)
+    assert 0.9 <= (49 - 3) / 51 < 0.9 + 1 / 51
+    lo, hi = cv_interval(np.zeros(1), r, 0.99)  # too few samples for central 99%: symmetric on |r|
+    assert (lo[0], hi[0]) == (-39.0, 39.0)
+
+
+def test_blend_choice_ties_go_to_the_library_free_component():
+    e = np.ones(5)
+    assert _blend_choice({(1.0, 0.0): e, (0.5, 0.5): e, (0.0, 1.0): e}) == (1.0, 0.0)
+    assert _blend_choice({(1.0, 0.0): e, (0.5, 0.5): e * 0.9, (0.0, 1.0): e * 0.95}) == (0.5, 0.5)
+    three = {(1.0, 0.0, 0.0): e, (0.0, 0.5, 0.5): e * 0.5, (0.0, 0.25, 0.75): e * 0.5}
+    assert _blend_choice(three) == (0.0, 0.25, 0.75)  # a tie among library blends: the sorted first
+
+
+def test_one_device_line_finds_the_device_the_target_follows():
+    rng = np.random.default_rng(0)
+    A = np.exp(rng.normal(size=(12, 4)))
+    y = 3.0 * A[:, 2] ** 0.8 * np.exp(0.01 * rng.normal(size=12))
+    od = OneDevice.fit(A, y, ["lib:a", "lib:b", "lib:c", "lib:d"])
+    assert od.columns == ["lib:c"] and od.slope == pytest.approx(0.8, abs=0.05)
+    assert od.intercept == pytest.approx(np.log(3.0), abs=0.05)
+    assert OneDevice.from_dict(json.loads(json.dumps(od.to_dict()))) == od
 
 
 # ---- bad inputs: exit 2 and one line naming the file/column/row ----------------------------------------------

@@ -195,7 +195,8 @@ def _writable(path: Path) -> bool:
 
 # ---- predictor ------------------------------------------------------------------------------------------
 class PredictorLatency(LatencyModel):
-    """A ``LatencyPredictor``'s estimate (ms) and its conformal (jackknife+ / CV+) interval."""
+    """A ``LatencyPredictor``'s estimate (ms) and its conformal interval (jackknife+ up to 20 samples, CV
+    conformal above)."""
 
     kind = "predictor"
 
@@ -212,7 +213,7 @@ class PredictorLatency(LatencyModel):
         return bool(self.predictor.interval.get("coverage"))
 
     def interval(self, genomes, coverage):
-        """The predictor's central conformal interval (jackknife+ / CV+, see ``hwnat.latency.predictor``)
+        """The predictor's central conformal interval (jackknife+ / CV conformal, see ``hwnat.latency.predictor``)
         at ``coverage``: computed from its out-of-fold models, not rescaled from the stored coverage."""
         if not self.has_interval:
             return super().interval(genomes, coverage)
