@@ -168,18 +168,15 @@ def test_search_bounds_narrow_to_sampled_values():
     assert {sp.decode(lo).r, sp.decode(hi).r} == {200, 204}
 
 
-def test_fit_affine_recovers_overhead_and_scale_and_resists_one_outlier():
-    from hwnat.latency.model import fit_affine
+def test_fit_ratio_is_the_median_ratio_and_resists_one_outlier():
+    from hwnat.latency.model import fit_ratio
 
     pred = np.array([1.0, 2.0, 4.0, 8.0, 16.0])
-    a, b = fit_affine(pred, 1.05 * pred + 0.3)
-    assert a == pytest.approx(1.05) and b == pytest.approx(0.3)
-    meas = 1.05 * pred + 0.3
+    assert fit_ratio(pred, 1.05 * pred) == (pytest.approx(1.05), 0.0)
+    meas = 1.05 * pred
     meas[2] *= 3  # one disturbed measurement
-    a, b = fit_affine(pred, meas)
-    assert a == pytest.approx(1.05, rel=0.05)
-    assert fit_affine([2.0, 2.1], [2.2, 2.31]) == (pytest.approx(1.1), 0.0)  # too close for a slope: a ratio
-    assert fit_affine([], []) == (1.0, 0.0)
+    assert fit_ratio(pred, meas)[0] == pytest.approx(1.05)
+    assert fit_ratio([], []) == (1.0, 0.0)
 
 
 def test_calibrated_model_maps_estimate_and_refits(nb201, tmp_path):
@@ -191,10 +188,11 @@ def test_calibrated_model_maps_estimate_and_refits(nb201, tmp_path):
     g = np.stack([nb201.encode(nb201.parse(a)) for a in archs])
     v = base.ms(g)
     assert len(set(archs)) == 4 and np.all(np.diff(v) >= 0)  # spread over the range, in order
-    m = CalibratedLatency(base, [(a, float(x), 1.1 * float(x) + 0.5) for a, x in zip(archs, v)])
-    assert np.allclose(m.ms(g), 1.1 * v + 0.5)
+    m = CalibratedLatency(base, [(a, float(x), 1.1 * float(x)) for a, x in zip(archs, v)])
+    assert np.allclose(m.ms(g), 1.1 * v)
     d = m.describe()
     assert d["model"] == "csv+calibration" and d["calibration"]["points"] == 4
     assert d["calibration"]["mean_abs_error_pct_after"] < 1e-6 < d["calibration"]["mean_abs_error_pct_before"]
+    assert d["calibration"]["b_ms"] == 0
     m.refit([(a, float(x), 2 * float(x)) for a, x in zip(archs, v)])
     assert np.allclose(m.ms(g), 2 * v)

@@ -250,7 +250,7 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
     for d, m in search.obj.models.items():
         cal = m.describe().get("calibration")
         if cal:
-            extra[f"{d} calibration"] = (f"table x {cal['a']:.4f} + {cal['b_ms']:.4f} ms from {cal['points']} "
+            extra[f"{d} calibration"] = (f"table x {cal['a']:.4f} from {cal['points']} "
                                          f"networks measured end to end (mean error on them "
                                          f"{cal['mean_abs_error_pct_before']}% before, "
                                          f"{cal['mean_abs_error_pct_after']}% after)")
