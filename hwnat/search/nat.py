@@ -344,17 +344,20 @@ class NATSearch:
         e.g. a calibration refitted on the verification's measurements)."""
         if not len(self.archive):
             return
-        g = np.asarray([r["genome"] for r in self.archive.rows], dtype=np.int64)
-        cols = self.obj.hardware(g)
-        feas = (self.obj.G(cols) <= 0).all(axis=1) if self.obj.budgets_ms else np.ones(len(g), dtype=bool)
+        cols, feas = self._hardware([r["genome"] for r in self.archive.rows])
         for i, r in enumerate(self.archive.rows):
             r.update({k: float(v[i]) for k, v in cols.items()})
             r["feasible"] = bool(feas[i])
 
-    def _rows(self, cands: list[dict], acc: np.ndarray) -> list[dict]:
-        g = np.asarray([c["genome"] for c in cands], dtype=np.int64)
+    def _hardware(self, genomes) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Hardware columns of ``genomes`` and whether each meets every budget."""
+        g = np.asarray(genomes, dtype=np.int64)
         cols = self.obj.hardware(g)
         feas = (self.obj.G(cols) <= 0).all(axis=1) if self.obj.budgets_ms else np.ones(len(g), dtype=bool)
+        return cols, feas
+
+    def _rows(self, cands: list[dict], acc: np.ndarray) -> list[dict]:
+        cols, feas = self._hardware([c["genome"] for c in cands])
         how = ";".join(f"{d}:{m.kind}" for d, m in self.obj.models.items())
         rows = []
         for i, c in enumerate(cands):
