@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     lat = space["latency_ms"].to_numpy(dtype=float)
     budgets = percentile_budgets(lat, a.percentiles)
     print(f"{len(lat)} random ofa-mbv3 subnets (r = {a.resolution}) on cpu: {lat.min():.2f}..{lat.max():.2f} ms; "
-          "budgets " + ", ".join(f"p{q:g} {b:.2f} ms" for q, b in zip(a.percentiles, budgets)), flush=True)
+          "budgets " + ", ".join(f"p{q:g} {b:.2f} ms" for q, b in zip(a.percentiles, budgets, strict=True)), flush=True)
     space_rec = {"n": int(len(lat)), "resolutions": a.resolution, "min": float(lat.min()),
                  "median": float(np.median(lat)), "max": float(lat.max()), "budgets": budgets.tolist(),
                  "measured": space.to_dict(orient="records")}
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max(1, a.parallel)) as pool:  # one process per seed: supernet caches differ by seed
-        futures = [pool.submit(run_seed, seed, list(zip(a.percentiles, map(float, budgets))), mode,
+        futures = [pool.submit(run_seed, seed, list(zip(a.percentiles, map(float, budgets), strict=True)), mode,
                                a.search_args.split(), work / ("full" if a.full else "quick")) for seed in a.seeds]
         done = sorted((r for f in futures for r in f.result()), key=lambda r: (r[0], r[2]))
     runs = []

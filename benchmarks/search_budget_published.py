@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         print(f"{device}: predictor {model} (library {', '.join(predictors[device]['library'])})", flush=True)
         if a.predictors_only:
             continue
-        for q, budget in zip(a.percentiles, percentile_budgets(lat[device], a.percentiles)):
+        for q, budget in zip(a.percentiles, percentile_budgets(lat[device], a.percentiles), strict=True):
             budget = float(budget)
             base = ["--space", "nasbench201", "--accuracy", accuracy, "--latency-ms", f"{budget:.6g}",
                     "--no-verify", "--seed", a.seed, *extra]

@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     todo, jobs = [], []
     truths = {d: load_truth("nasbench201", d, ACCURACY_COLUMN) for d in a.devices}
     for device, truth in truths.items():
-        for q, budget in zip(a.percentiles, percentile_budgets(truth.latency_ms, a.percentiles)):
+        for q, budget in zip(a.percentiles, percentile_budgets(truth.latency_ms, a.percentiles), strict=True):
             for seed in a.seeds:
                 out, args = job(device, q, float(budget), seed, extra, a.work)
                 todo.append((device, q, float(budget), seed, out))

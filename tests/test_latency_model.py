@@ -188,11 +188,11 @@ def test_calibrated_model_maps_estimate_and_refits(nb201, tmp_path):
     g = np.stack([nb201.encode(nb201.parse(a)) for a in archs])
     v = base.ms(g)
     assert len(set(archs)) == 4 and np.all(np.diff(v) >= 0)  # spread over the range, in order
-    m = CalibratedLatency(base, [(a, float(x), 1.1 * float(x)) for a, x in zip(archs, v)])
+    m = CalibratedLatency(base, [(a, float(x), 1.1 * float(x)) for a, x in zip(archs, v, strict=True)])
     assert np.allclose(m.ms(g), 1.1 * v)
     d = m.describe()
     assert d["model"] == "csv+calibration" and d["calibration"]["points"] == 4
     assert d["calibration"]["mean_abs_error_pct_after"] < 1e-6 < d["calibration"]["mean_abs_error_pct_before"]
     assert d["calibration"]["b_ms"] == 0
-    m.refit([(a, float(x), 2 * float(x)) for a, x in zip(archs, v)])
+    m.refit([(a, float(x), 2 * float(x)) for a, x in zip(archs, v, strict=True)])
     assert np.allclose(m.ms(g), 2 * v)

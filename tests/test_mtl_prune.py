@@ -143,6 +143,8 @@ def test_latency_fit_is_the_two_point_anchor_and_a_least_squares_line():
     local = local_sets(searched, extra=3)
     assert local["searched_set"].tolist() == searched.tolist() and not local["none"].any()
     assert all(not (k & ~searched).any() for k in local.values()) and len(local) == 5
+    assert len({k.tobytes() for k in local.values()}) == 5  # no network measured twice (an empty subset = none)
+    assert len(local_sets(np.array([True, False]), extra=3)) == 2  # one searched edge: no proper subset left
     sets = list(calibration_sets(4, extra=4).values())
     assert not sets[0].any() and sets[1].all() and len(sets) == 6
     true = [0.5 + 0.1 * table_cost[k].sum() for k in sets]

@@ -59,10 +59,10 @@ def test_profile_over_ssh_matches_local(profiles):
     from scipy.stats import spearmanr
 
     g = NB.encode_many(NB.sample(np.random.default_rng(0), 50))
-    r, l = remote.sum_many(NB, g), local.sum_many(NB, g)
-    ratio = r / l
+    rem, loc = remote.sum_many(NB, g), local.sum_many(NB, g)
+    ratio = rem / loc
     assert 1 / 3 < float(np.median(ratio)) < 3, ratio
-    assert spearmanr(r, l).statistic > 0.5, (r, l)
+    assert spearmanr(rem, loc).statistic > 0.5, (rem, loc)
 
 
 def test_measure_over_ssh_matches_local(remote_yaml, tmp_path):

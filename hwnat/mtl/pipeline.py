@@ -22,7 +22,7 @@ the line through random edge sets of the whole space mispredicted sparse searche
 reported next to it (``table_ms``).
 
 Output directory (resumable: trainings checkpoint every epoch under ``checkpoints/``; end-to-end
-latencies measured once are kept in ``latency.json``; networks are timed in 3 interleaved rounds and
+latencies measured once are kept in ``latency.json``; networks are timed in 5 interleaved rounds and
 the least median kept, as load on a shared machine only adds time): ``task.json`` (data recipe and splits),
 ``searched.pt``, ``edges.json``, ``pruned.pt`` + ``pruned.onnx`` (with a budget), ``report.json``,
 ``report.md``, ``accuracy_vs_latency.png``, ``gates.png``.
@@ -54,9 +54,9 @@ SEARCHED_KIND = "hwnat-mtl-searched"
 #: fraction points of the budget sweep between the no-fusion and the all-edges latency
 SWEEP = (1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6)
 #: interleaved rounds of end-to-end measurements of each network (the least median is kept: on a shared
-#: machine load only adds time; 5 rounds did not tighten the spread between calls over 3, see
-#: benchmarks/README.md)
-REPEATS = 3
+#: machine load only adds time). 5: on a quiet machine a load spike of a few seconds still covered all 3
+#: rounds of a network once in 5 prunes (-10.8% error, benchmarks/README.md); a round costs ~0.3 s a network
+REPEATS = 5
 #: default epochs (full) and with --quick
 EPOCHS, QUICK_EPOCHS = 4, 2
 #: random edge sets measured next to the no-edge and all-edge networks to fit the latency model
@@ -162,9 +162,20 @@ def local_sets(searched: np.ndarray, extra: int = CALIBRATION_EXTRA - 1, seed: i
     line fitted to these interpolates where it predicts. Name -> kept mask."""
     rng = np.random.default_rng(seed)
     searched = np.asarray(searched, dtype=bool)
+    on = np.flatnonzero(searched)
     sets = {"none": np.zeros(len(searched), bool), "searched_set": searched.copy()}
+    seen = {m.tobytes() for m in sets.values()}
     for k in range(extra):
-        sets[f"subset_{k}"] = searched & (rng.random(len(searched)) < (k + 1) / (extra + 1))
+        # a subset of (k + 1) / (extra + 1) of the searched edges, at least one, none already measured (an
+        # empty draw would time the no-edge network twice); fewer when the searched set has too few subsets
+        size = min(max(int(round((k + 1) / (extra + 1) * len(on))), 1), max(len(on) - 1, 0))
+        for _ in range(20 if size else 0):
+            mask = np.zeros(len(searched), bool)
+            mask[rng.choice(on, size, replace=False)] = True
+            if mask.tobytes() not in seen:
+                sets[f"subset_{k}"] = mask
+                seen.add(mask.tobytes())
+                break
     return sets
 
 

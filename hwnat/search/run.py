@@ -224,7 +224,7 @@ def run_search(req: SearchRequest, phase=None) -> tuple[SearchResult, NATSearch]
     write_outputs(search, picks)
 
     # ---- export and verify ----------------------------------------------------------------------------
-    from hwnat.search.verify import export_picks, measure_picks
+    from hwnat.search.verify import export_picks
 
     module_for = _module_for(acc)
     with phase("export picks to ONNX") as cb:
