@@ -18,8 +18,11 @@ error (``margin_ms``): the knapsack keeps it in reserve below a budget. Right be
 redone on fresh measurements (a search ran for minutes in between) of the networks pruning chooses
 among: the no-edge network, the searched one and random subsets of its edges (``local_sets``): on ``cpu``
 the line through random edge sets of the whole space mispredicted sparse searched networks by up to 30%
-(a few edges can cost nearly nothing there, others much more than the table says). The raw table prediction is
-reported next to it (``table_ms``).
+(a few edges can cost nearly nothing there, others much more than the table says). The chosen networks are
+then timed in the same interleaved rounds as those calibration networks, and the reported prediction comes
+from the fit to that call (the machine's speed drifts between calls; within a call the networks see the
+same load); ``predicted_by_choosing_model_ms`` is the earlier fit's. The raw table prediction is reported
+next to it (``table_ms``).
 
 Output directory (resumable: trainings checkpoint every epoch under ``checkpoints/``; end-to-end
 latencies measured once are kept in ``latency.json``; networks are timed in 5 interleaved rounds and
@@ -61,6 +64,9 @@ REPEATS = 5
 EPOCHS, QUICK_EPOCHS = 4, 2
 #: random edge sets measured next to the no-edge and all-edge networks to fit the latency model
 CALIBRATION_EXTRA = 4
+#: most measurement calls of the chosen networks (with the calibration networks in the same rounds): a
+#: second one when the model refitted on the first would choose other edges
+CHECK_ROUNDS = 2
 
 
 @dataclass
@@ -180,7 +186,7 @@ def local_sets(searched: np.ndarray, extra: int = CALIBRATION_EXTRA - 1, seed: i
 
 
 def measure_costs(space, timer: Timer, table: tuple, prefix: str = "", fresh: bool = False,
-                  more: dict | None = None, sets: dict | None = None) -> tuple[Costs, dict]:
+                  more: dict | None = None, sets: dict | None = None, keep: dict | None = None) -> tuple[Costs, dict]:
     """Measure the calibration networks (``calibration_sets``) interleaved and fit the latency model.
 
     Args:
@@ -189,6 +195,7 @@ def measure_costs(space, timer: Timer, table: tuple, prefix: str = "", fresh: bo
             keep separate entries, so a resumed run sees the costs its search was trained with).
         more: other networks (name -> module) to time in the same rounds.
         sets: the calibration networks (name -> kept mask; default ``calibration_sets``).
+        keep: name -> path: also write that network's ONNX file there (``Timer.measure_many``).
 
     Returns:
         ``(costs, entries)``: the fitted model, and the measurement entries by name (calibration networks
@@ -196,7 +203,7 @@ def measure_costs(space, timer: Timer, table: tuple, prefix: str = "", fresh: bo
     """
     sets = sets if sets is not None else calibration_sets(len(space.edges()))
     nets = {prefix + n: space.build(space.decode(k.astype(np.int64))) for n, k in sets.items()}
-    entries = timer.measure_many({**nets, **(more or {})}, space.input_shape(), fresh=fresh)
+    entries = timer.measure_many({**nets, **(more or {})}, space.input_shape(), keep=keep, fresh=fresh)
     costs = fit_costs(table[0], table[1], list(sets.values()), [entries[prefix + n]["median_ms"] for n in sets],
                       table[2])
     for row, n in zip(costs.calibration, sets, strict=True):
@@ -522,8 +529,11 @@ def finish(out: Path, space, data: MTLData, dev, timer: Timer, costs: Costs, ful
     """Measure the searched network, prune to the budget and a sweep of budgets, write every report.
 
     The latency model is fitted again on fresh measurements (``measure_costs``, names ``final_*``) just
-    before the edges are chosen, then every network chosen is exported and timed in interleaved rounds:
-    the prediction comes first, the measurement of the very networks it predicts after it.
+    before the edges are chosen; then every network chosen is exported and timed in interleaved rounds
+    together with the calibration networks (names ``check_*``), and the model is fitted once more on those:
+    the reported prediction of a chosen network comes from networks timed under the same load as it (on a
+    shared machine the speed drifts 10-30% between calls seconds apart), never from its own measurement.
+    When that refit would choose other edges, the new choice is measured the same way (``CHECK_ROUNDS``).
     """
     from hwnat.mtl import report as rep
 
@@ -543,7 +553,6 @@ def finish(out: Path, space, data: MTLData, dev, timer: Timer, costs: Costs, ful
 
 def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searched, budget_ms, sweep):
     """``finish`` up to the reports: ``(report, kept edges or None, the refitted costs)``."""
-    shape = space.input_shape()
     res = searched.get("results") or {}
     lat = dict(res.get("latency_ms") or {})
     acc = dict(res.get("accuracy") or {})
@@ -554,17 +563,27 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
     no_ms, all_ms = entries["final_none"]["median_ms"], entries["final_all"]["median_ms"]
     lat.update({"no_fusion": no_ms, "all_edges": all_ms})
     searched_net = _rebuild(space, full, discrete)
-    nets, keep, picks = {"searched": searched_net}, {}, {}
-    if budget_ms is not None:
-        picks["pruned"] = choose_edges(gates, costs, budget_ms)
-        nets["pruned"] = _rebuild(space, full, picks["pruned"])
-        nets["masked"] = MaskedNet(full, picks["pruned"]).eval()
-        keep["pruned"] = out / "pruned.onnx"
     budgets = [no_ms + f * (all_ms - no_ms) for f in SWEEP] if sweep else []
-    for n, b in enumerate(budgets):
-        picks[f"sweep_{n}"] = choose_edges(gates, costs, b)
-        nets[f"sweep_{n}"] = _rebuild(space, full, picks[f"sweep_{n}"])
-    measured = timer.measure_many(nets, shape, keep=keep, fresh=True)
+    chosen_by = costs  # the model whose choice is measured
+    for _ in range(CHECK_ROUNDS):
+        nets, keep, picks = {"searched": searched_net}, {}, {}
+        if budget_ms is not None:
+            picks["pruned"] = choose_edges(gates, chosen_by, budget_ms)
+            nets["pruned"] = _rebuild(space, full, picks["pruned"])
+            nets["masked"] = MaskedNet(full, picks["pruned"]).eval()
+            keep["pruned"] = out / "pruned.onnx"
+        for n, b in enumerate(budgets):
+            picks[f"sweep_{n}"] = choose_edges(gates, chosen_by, b)
+            nets[f"sweep_{n}"] = _rebuild(space, full, picks[f"sweep_{n}"])
+        # the calibration networks again, in the same interleaved rounds as the chosen ones: the prediction
+        # of a chosen network is then made by a model fitted to other networks timed under the same load
+        costs, measured = measure_costs(space, timer, (costs.table_base_ms, costs.table_cost_ms, costs.layers),
+                                        prefix="check_", fresh=True, sets=local_sets(discrete), more=nets,
+                                        keep=keep)
+        if all((choose_edges(gates, costs, b) == picks[n]).all() for n, b in
+               [("pruned", budget_ms)] * (budget_ms is not None) + [(f"sweep_{i}", b) for i, b in enumerate(budgets)]):
+            break  # the model fitted with the measurement chooses what was measured
+        chosen_by = costs
     lat["searched"] = measured["searched"]["median_ms"]
     acc.setdefault("searched", evaluate(searched_net, data))
     report = {"space": space.name, "space_options": searched.get("space_options"), "device": dev.name,
@@ -575,7 +594,8 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
               "gates_near_binary": float(np.mean(np.minimum(gates, 1 - gates) <= 0.05)),
               "accuracy": acc, "latency_ms": lat, "search_budget_ms": searched.get("budget_ms"),
               "latency_model": f"per-fusion-op table costs fitted to {len(costs.calibration)} networks measured "
-                               f"just before pruning (no edge, the searched edges, random subsets of them; "
+                               f"in the same interleaved rounds as the chosen ones (no edge, the searched "
+                               f"edges, random subsets of them; "
                                f"least squares), margin {costs.margin_ms:.3g} ms",
               "latency_margin_ms": costs.margin_ms, "calibration": costs.calibration,
               "timing_repeats": timer.repeats, "fingerprint": dev.fingerprint()}
@@ -590,6 +610,7 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
                                             "arch": space.format(space.decode(kept.astype(np.int64))),
                                             "state_dict": nets["pruned"].state_dict()})
         report.update({"budget_ms": float(budget_ms), "predicted_ms": costs.predict_ms(kept),
+                       "predicted_by_choosing_model_ms": chosen_by.predict_ms(kept),
                        "table_ms": costs.table_ms(kept), "measured_ms": m["median_ms"],
                        "measured_p10_ms": m.get("p10_ms"), "measured_p90_ms": m.get("p90_ms"),
                        "measured_repeats_ms": m["repeat_medians_ms"],
