@@ -146,7 +146,9 @@ def test_predictor_model_interval(nb201, tmp_path):
     lo2, hi2 = m.interval(g, 0.98)  # a wider coverage gives a wider interval around the same estimate
     assert np.all(hi2 >= hi) and np.all(lo2 <= lo) and np.all((lo2 <= ms) & (ms <= hi2))
     assert np.all(hi2 - lo2 > hi - lo)
-    assert np.allclose(m.upper_ms(g, p.interval["coverage"]), hi_ref)
+    # --confidence c is a one-sided bound: the upper end of the central interval at 2c - 1
+    assert np.allclose(m.upper_ms(g, 0.9), m.interval(g, 0.8)[1])
+    assert np.all(m.upper_ms(g, 0.9) <= hi_ref + 1e-12) and np.allclose(m.upper_ms(g, 0.5), ms)
 
 
 def test_factory_errors(nb201, tmp_path):
