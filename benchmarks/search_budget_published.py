@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--percentiles", nargs="+", type=float, default=list(BUDGET_PERCENTILES))
     ap.add_argument("-k", type=int, default=10)
     ap.add_argument("--confidence", type=float, default=0.9)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="Search seeds; each setting is searched once per seed in every mode.")
     ap.add_argument("--search-args", default="", help="Extra options for every `hwnat search` (one string).")
     ap.add_argument("--work", type=Path, default=WORK / "budget_published")
     ap.add_argument("--predictors-only", action="store_true", help="Only suggest and fit the predictors.")
@@ -171,30 +173,35 @@ def main(argv=None) -> int:
                                    f"{' OVER' if e['over_budget'] else ''}, test {e[REPORT_COLUMN]:.2f}")
                     for mode, e in ex.items()), flush=True)
             continue
-        for q, budget in zip(a.percentiles, percentile_budgets(lat[device], a.percentiles), strict=True):
+        for (q, budget), seed in product(
+                zip(a.percentiles, percentile_budgets(lat[device], a.percentiles), strict=True), a.seeds):
             budget = float(budget)
             base = ["--space", "nasbench201", "--accuracy", accuracy, "--latency-ms", f"{budget:.6g}",
-                    "--no-verify", "--seed", a.seed, *extra]
+                    "--no-verify", "--seed", seed, *extra]
             label = device_label(device, a.work)
             variants = {"confidence": ["--device", label, "--latency-model", "predictor", "--predictor", model,
                                        "--confidence", a.confidence],
                         "point": ["--device", label, "--latency-model", "predictor", "--predictor", model],
                         "true": ["--device", device, "--latency-model", "csv:"]}
-            outs = {mode: (a.work / device / f"p{q:g}_{mode}").resolve() for mode in variants}
+            tag = "" if seed == 0 else f"_s{seed}"  # seed 0 keeps the folder names of single-seed runs
+            outs = {mode: (a.work / device / f"p{q:g}_{mode}{tag}").resolve() for mode in variants}
             jobs += [(outs[mode], [*base, *opts]) for mode, opts in variants.items()]
-            settings.append((device, q, budget, outs))
+            settings.append((device, q, budget, seed, outs))
     runs = search_many(jobs, workers=a.workers) if jobs else {}
-    for device, q, budget, outs in settings:
-        rec = {"device": device, "percentile": q, "budget_ms": budget}
+    exhaustive_of = {}
+    for device, q, budget, seed, outs in settings:
+        rec = {"device": device, "percentile": q, "budget_ms": budget, "seed": seed}
         for mode, out in outs.items():
             run = runs[str(out)]
             rec[mode] = dict(pick_of(out, truth, device, budget), rc=run["rc"], wall_s=run["wall_s"])
         for mode in ("confidence", "point"):
             if REPORT_COLUMN in rec[mode] and REPORT_COLUMN in rec["true"]:
                 rec[mode]["test_gap_vs_true"] = rec["true"][REPORT_COLUMN] - rec[mode][REPORT_COLUMN]
-        rec["exhaustive"] = exhaustive(truth, device, budget, predictors[device]["model"], a.confidence)
+        if (device, q) not in exhaustive_of:
+            exhaustive_of[device, q] = exhaustive(truth, device, budget, predictors[device]["model"], a.confidence)
+        rec["exhaustive"] = exhaustive_of[device, q]
         rows.append(rec)
-        line = [f"{device} p{q:g} ({budget:.3f} ms):"]
+        line = [f"{device} p{q:g} ({budget:.3f} ms) seed {seed}:"]
         for mode in MODES:
             p = rec[mode]
             line.append(f"{mode}: " + (p["error"] if "error" in p else
@@ -215,6 +222,15 @@ def main(argv=None) -> int:
             s["mean_test_gap_vs_true"] = float(np.mean(gaps))
             s["max_test_gap_vs_true"] = float(np.max(gaps))
             s["within_0.5_points"] = int(sum(g <= 0.5 for g in gaps))
+        if mode != "true" and len(a.seeds) > 1:  # per setting: mean over seeds, then the gap of the means
+            per = {}
+            for r in rows:
+                if REPORT_COLUMN in r[mode] and REPORT_COLUMN in r["true"]:
+                    per.setdefault((r["device"], r["percentile"]), []).append(
+                        (r[mode][REPORT_COLUMN], r["true"][REPORT_COLUMN]))
+            mgaps = [float(np.mean([t for _, t in v]) - np.mean([m for m, _ in v])) for v in per.values()]
+            s.update({"settings": len(mgaps), "mean_over_seeds_gap": float(np.mean(mgaps)),
+                      "settings_within_0.5_points_mean_over_seeds": int(sum(g <= 0.5 for g in mgaps))})
         summary[mode] = s
         print(f"{mode}: {s['over_budget']}/{s['picks']} picks over budget, mean test acc "
               f"{s['mean_test_accuracy']}, median slack {s['median_slack_pct']}"
@@ -223,7 +239,8 @@ def main(argv=None) -> int:
                  if gaps else ""))
     ex = {}
     for mode in MODES:
-        ok = [r["exhaustive"][mode] for r in rows if "error" not in r["exhaustive"][mode]]
+        once = {(r["device"], r["percentile"]): r["exhaustive"] for r in rows}.values()  # one per setting
+        ok = [e[mode] for e in once if "error" not in e[mode]]
         gaps = [p["test_gap_vs_true"] for p in ok if "test_gap_vs_true" in p]
         ex[mode] = {"picks": len(ok), "over_budget": int(sum(p["over_budget"] for p in ok)),
                     "mean_test_accuracy": float(np.mean([p[REPORT_COLUMN] for p in ok])) if ok else None}
@@ -235,7 +252,7 @@ def main(argv=None) -> int:
     path = save("budget_published" + ("_exhaustive" if a.exhaustive_only else ""), {
         "setting": {"space": "nasbench201", "search_column": SEARCH_COLUMN, "report_column": REPORT_COLUMN,
                     "devices": a.devices, "percentiles": a.percentiles, "k": a.k, "confidence": a.confidence,
-                    "seed": a.seed, "search_args": extra, "library": "other columns, same hardware excluded"},
+                    "seeds": a.seeds, "search_args": extra, "library": "other columns, same hardware excluded"},
         "machine": machine(), "predictors": predictors, "summary": summary, "runs": rows})
     print(f"wrote {path}")
     return 0

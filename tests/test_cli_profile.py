@@ -157,9 +157,13 @@ def test_rows_hold_canonical_strings(tmp_path):
 def _start_profile(dev, out, *extra, resolution: str | None = "128"):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     res = ["--resolution", resolution] if resolution else []
+    # SIGINT back to its default in the child: a test run started as a background job of a non-interactive
+    # shell (`.ci/run &`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler,
+    # so the Ctrl-C this test sends would be dropped (a user's terminal always delivers it)
     return subprocess.Popen([sys.executable, "-m", "hwnat.cli.main", "-q", "profile", "--device", str(dev),
                              "--space", "ofa-mbv3", *res, "--out", str(out), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_entries(out, n, proc, timeout=120):
