@@ -598,6 +598,7 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
                                f"edges, random subsets of them; "
                                f"least squares), margin {costs.margin_ms:.3g} ms",
               "latency_margin_ms": costs.margin_ms, "calibration": costs.calibration,
+              "choosing_model_margin_ms": chosen_by.margin_ms,
               "timing_repeats": timer.repeats, "fingerprint": dev.fingerprint()}
     kept = None
     if budget_ms is not None:
@@ -621,6 +622,7 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
         for n, b in enumerate(budgets):
             k = picks[f"sweep_{n}"]
             report["sweep"].append({"budget_ms": b, "kept_edges": int(k.sum()), "predicted_ms": costs.predict_ms(k),
+                                    "predicted_by_choosing_model_ms": chosen_by.predict_ms(k),
                                     "table_ms": costs.table_ms(k), "measured_ms": measured[f"sweep_{n}"]["median_ms"],
                                     "accuracy": evaluate(nets[f"sweep_{n}"], data),
                                     "arch": space.format(space.decode(k.astype(np.int64)))})
