@@ -564,26 +564,24 @@ def _prune_and_measure(out, space, data, dev, timer, costs, full, gates, searche
     lat.update({"no_fusion": no_ms, "all_edges": all_ms})
     searched_net = _rebuild(space, full, discrete)
     budgets = [no_ms + f * (all_ms - no_ms) for f in SWEEP] if sweep else []
+    targets = ({"pruned": budget_ms} if budget_ms is not None else {}) | \
+        {f"sweep_{n}": b for n, b in enumerate(budgets)}  # chosen network -> its budget
+    keep = {"pruned": out / "pruned.onnx"} if budget_ms is not None else {}
     chosen_by = costs  # the model whose choice is measured
-    for _ in range(CHECK_ROUNDS):
-        nets, keep, picks = {"searched": searched_net}, {}, {}
+    for rnd in range(CHECK_ROUNDS):
+        picks = {n: choose_edges(gates, chosen_by, b) for n, b in targets.items()}
+        nets = {"searched": searched_net, **{n: _rebuild(space, full, k) for n, k in picks.items()}}
         if budget_ms is not None:
-            picks["pruned"] = choose_edges(gates, chosen_by, budget_ms)
-            nets["pruned"] = _rebuild(space, full, picks["pruned"])
             nets["masked"] = MaskedNet(full, picks["pruned"]).eval()
-            keep["pruned"] = out / "pruned.onnx"
-        for n, b in enumerate(budgets):
-            picks[f"sweep_{n}"] = choose_edges(gates, chosen_by, b)
-            nets[f"sweep_{n}"] = _rebuild(space, full, picks[f"sweep_{n}"])
         # the calibration networks again, in the same interleaved rounds as the chosen ones: the prediction
         # of a chosen network is then made by a model fitted to other networks timed under the same load
         costs, measured = measure_costs(space, timer, (costs.table_base_ms, costs.table_cost_ms, costs.layers),
                                         prefix="check_", fresh=True, sets=local_sets(discrete), more=nets,
                                         keep=keep)
-        if all((choose_edges(gates, costs, b) == picks[n]).all() for n, b in
-               [("pruned", budget_ms)] * (budget_ms is not None) + [(f"sweep_{i}", b) for i, b in enumerate(budgets)]):
-            break  # the model fitted with the measurement chooses what was measured
-        chosen_by = costs
+        if rnd == CHECK_ROUNDS - 1 or all((choose_edges(gates, costs, b) == picks[n]).all()
+                                          for n, b in targets.items()):
+            break  # the last call, or the model fitted with the measurement chooses what was measured
+        chosen_by = costs  # (only when another call measures what it chooses)
     lat["searched"] = measured["searched"]["median_ms"]
     acc.setdefault("searched", evaluate(searched_net, data))
     report = {"space": space.name, "space_options": searched.get("space_options"), "device": dev.name,
