@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnat.errors import BadInputError, CheckFailedError
-from hwnat.latency.model import open_latency_model
+from hwnat.latency.model import CalibratedLatency, open_latency_model
 from hwnat.search.nat import NATSearch, SearchResult, SearchSettings, write_outputs
 from hwnat.search.problem import Objectives, objective_names
 
@@ -310,7 +310,7 @@ def refit_calibration(search) -> None:
     (``search.verified``), and recompute the archive's latencies and feasibility."""
     changed = False
     for d, m in search.obj.models.items():
-        if not hasattr(m, "refit"):
+        if not isinstance(m, CalibratedLatency):
             continue
         known = {a for a, _, _ in m.points}
         extra = [(a, r[f"measured_ms_{d}"]) for a, r in search.verified.items()
