@@ -13,11 +13,13 @@ On the `cpu` device, with the default suite's timing protocol (benchmarks/suites
     A/B (+10%): two-run: `a` of one run against `b10` of the other (through `compare_results`, entries
     renamed); A/B job: `f-ab`;
   - verdicts with the defaults (threshold 5%, alpha 0.01, per-round medians; two-run: contended rounds
-    left out, the load gate on), on both clocks (wall = latency; cpu = process CPU time per call).
+    left out, the load gate on), on both clocks (wall = latency; cpu = process CPU time per call); the
+    A/B job with the suite's A/B defaults (ab_rounds pairs of ab_runs calls each), and `bench ab`'s
+    default clock (`auto`) is named in the output.
 
 Writes JSON (default benchmarks/results/bench_false_alarms_busy.json) and prints a table.
 
-    python benchmarks/bench_false_alarms.py --hog --pairs 25 --families 1 --ab-rounds 40
+    python benchmarks/bench_false_alarms.py --hog --pairs 25 --two-run-pairs 10
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from hwnat.bench.compare import INSUFFICIENT, compare_results, round_values
-from hwnat.bench.paired import compare_ab
+from hwnat.bench.paired import auto_clock, compare_ab
 from hwnat.bench.run import run_ab, run_suite
 from hwnat.bench.store import load_ab_result, load_result, result_from_dict
 from hwnat.bench.suite import LoadedSuite, Suite, SuiteEntry, load_suite
@@ -74,6 +76,11 @@ def renamed(res, keep: str, as_name: str):
     return result_from_dict(d, res.source)
 
 
+def mean_or_none(x) -> float | None:
+    """The mean, or None (JSON null, not NaN) when nothing was measured."""
+    return float(np.mean(x)) if len(x) else None
+
+
 def tally(verdicts: list[str]) -> dict:
     n = len(verdicts)
     return {"n": n, **{k: sum(v == k for v in verdicts) for k in ("regressed", "improved", "unchanged",
@@ -93,7 +100,8 @@ def main() -> None:
     ap.add_argument("--protocol", type=json.loads, default={},
                     help='overrides of the default suite\'s protocol, as JSON (e.g. \'{"runs": 20}\')')
     ap.add_argument("--rounds", type=int, default=None, help="passes per two-run run; default: the default suite's")
-    ap.add_argument("--ab-rounds", type=int, default=40, help="passes (pairs) per A/B job")
+    ap.add_argument("--ab-rounds", type=int, default=None,
+                    help="passes (pairs) per A/B job; default: the default suite's ab_rounds")
     ap.add_argument("--hog", action="store_true", help="spin a process on the last CPU throughout")
     ap.add_argument("--threshold", type=float, default=0.05)
     ap.add_argument("--alpha", type=float, default=0.01)
@@ -107,6 +115,7 @@ def main() -> None:
     default = load_suite("default").suite
     default = default.model_copy(update={"protocol": {**default.protocol, **args.protocol}})
     rounds = args.rounds or default.rounds
+    args.ab_rounds = args.ab_rounds or default.ab_rounds
     n2 = args.pairs if args.two_run_pairs is None else min(args.two_run_pairs, args.pairs)
     t_all = time.perf_counter()
     if args.from_dir is not None:
@@ -148,7 +157,8 @@ def measure(args, default: Suite, rounds: int, n2: int):
                 t0 = time.perf_counter()
                 ab = run_ab(LoadedSuite(suite=suite_of(default, "ab", ab_base, args.ab_rounds, i), path=d / "b.yaml"),
                             LoadedSuite(suite=suite_of(default, "ab", ab_cand, args.ab_rounds, i), path=d / "c.yaml"),
-                            commit="bench", out=args.keep / f"ab{i:02d}.json" if args.keep else None)
+                            rounds=args.ab_rounds, commit="bench",
+                            out=args.keep / f"ab{i:02d}.json" if args.keep else None)
                 walls["ab"].append(time.perf_counter() - t0)
                 abs_.append(ab)
                 for j in (2 * i, 2 * i + 1) if i < n2 else ():
@@ -218,20 +228,21 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
         "date": date.today().isoformat(), "cpu": cpu_model(), "logical_cores": os.cpu_count(),
         "python": platform.python_version(), "hog": args.hog,
         "settings": {"threshold": args.threshold, "alpha": args.alpha, "two_run_rounds": rounds,
-                     "ab_rounds": args.ab_rounds, "protocol": default.protocol, "pairs": args.pairs,
+                     "ab_rounds": args.ab_rounds, "ab_runs": default.ab_runs, "protocol": default.protocol, "pairs": args.pairs,
                      "two_run_pairs": n2,
                      "families": [dict(zip(("channels", "size", "layers"), fam, strict=True))
                                   for fam in family_list(args)[:len(fams)]]},
+        "ab_default_clock": sorted({auto_clock(r) for r in abs_}),
         "measured_slowdown": ratio, "median_ms": med, "verdicts": out_modes, "ab_threshold_sweep": sweep,
         "load": {"load_avg_1min": loads, "load_avg_mean": float(np.mean(loads)),
                  "two_run_rounds_contended": sum(bool(i.get("contended")) for i in infos),
                  "two_run_rounds": len(infos),
-                 "two_run_wait_frac_median": float(np.median([i.get("wait_frac", 0) for i in infos])),
-                 "two_run_busy_frac_median": float(np.median([i.get("busy_frac", 0) for i in infos])),
+                 "two_run_wait_frac_median": float(np.median([i.get("wait_frac", 0) for i in infos])) if infos else None,
+                 "two_run_busy_frac_median": float(np.median([i.get("busy_frac", 0) for i in infos])) if infos else None,
                  "ab_pairs_unbalanced": sum(p.get("balanced") is False for p in pinfo), "ab_pairs": len(pinfo)},
-        "wall": {"ab_job_s_mean": float(np.mean(walls["ab"])), "run_s_mean": float(np.mean(walls["run"])),
+        "wall": {"ab_job_s_mean": float(np.mean(walls["ab"])), "run_s_mean": mean_or_none(walls["run"]),
                  "ab_s_per_entry_pass": float(np.mean(walls["ab"]) / (2 * len(fams)) / args.ab_rounds),
-                 "run_s_per_entry_pass": float(np.mean(walls["run"]) / (2 * len(fams)) / rounds)},
+                 "run_s_per_entry_pass": (mean_or_none(walls["run"]) or 0) / (2 * len(fams)) / rounds},
         "total_wall_s": (time.perf_counter() - t_all if not args.from_dir
                          else float(sum(r.wall_s or 0 for r in [*abs_, *runs]))),
     }
@@ -242,10 +253,11 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
     print(f"\n{out['cpu']} ({out['logical_cores']} CPUs), hog {'on' if args.hog else 'off'}, load average "
           f"{min(loads):.1f}-{max(loads):.1f} (mean {ld['load_avg_mean']:.1f}); {args.pairs} A/B jobs, {n2} pairs of runs; "
           f"two-run: {rounds} passes/run, A/B job: {args.ab_rounds} pairs; threshold {args.threshold:.0%}, "
-          f"alpha {args.alpha:g}")
-    print(f"two-run rounds contended: {ld['two_run_rounds_contended']}/{ld['two_run_rounds']} (median wait_frac "
-          f"{ld['two_run_wait_frac_median']:.2f}, busy_frac {ld['two_run_busy_frac_median']:.2f}); A/B pairs "
-          f"unbalanced: {ld['ab_pairs_unbalanced']}/{ld['ab_pairs']}")
+          f"alpha {args.alpha:g}; `bench ab --clock auto` chose: {', '.join(out['ab_default_clock'])}")
+    if ld["two_run_rounds"]:
+        print(f"two-run rounds contended: {ld['two_run_rounds_contended']}/{ld['two_run_rounds']} (median "
+              f"wait_frac {ld['two_run_wait_frac_median']:.2f}, busy_frac {ld['two_run_busy_frac_median']:.2f})")
+    print(f"A/B pairs unbalanced: {ld['ab_pairs_unbalanced']}/{ld['ab_pairs']}")
     for clock in CLOCKS:
         print(f"-- {clock} clock; measured slowdown " +
               ", ".join(f"{f} {r:.3f}x ({med[clock][f]:.2f} ms)" for f, r in ratio[clock].items()))
@@ -259,8 +271,9 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
                                         for t in sweep[clock]) + f" of {sweep[clock]['0'][kind]['n']}"
         for clock in CLOCKS for kind in ("aa", "ab10") if sweep[clock]["0"][kind]["n"]))
     w = out["wall"]
-    print(f"wall: A/B job {w['ab_job_s_mean']:.0f} s ({w['ab_s_per_entry_pass']:.2f} s per entry-side per pass), "
-          f"run {w['run_s_mean']:.0f} s ({w['run_s_per_entry_pass']:.2f} s per entry per pass)")
+    print(f"wall: A/B job {w['ab_job_s_mean']:.0f} s ({w['ab_s_per_entry_pass']:.2f} s per entry-side per pass)"
+          + (f", run {w['run_s_mean']:.0f} s ({w['run_s_per_entry_pass']:.2f} s per entry per pass)"
+             if w["run_s_mean"] is not None else ""))
     print(f"wrote {args.out} ({out['total_wall_s']:.0f} s)")
 
 

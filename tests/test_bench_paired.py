@@ -129,7 +129,7 @@ def test_compare_ab_entries_controls_and_clocks():
     res = ab_result_from_dict(ab_dict({"slow": (*slow, False), "same": (*same, True),
                                        "gone": (same[0], None, False), "fresh": (None, same[1], False)},
                                       cpu_factor=0.5))
-    comp = P.compare_ab(res)
+    comp = P.compare_ab(res, clock="wall")
     v = {e.name: e for e in comp.entries}
     assert {k: e.verdict for k, e in v.items()} == {"slow": C.REGRESSED, "same": C.UNCHANGED,
                                                    "gone": C.MISSING, "fresh": C.NEW}
@@ -141,6 +141,13 @@ def test_compare_ab_entries_controls_and_clocks():
     no_cpu = ab_result_from_dict(ab_dict({"slow": (*slow, False)}))
     with pytest.raises(BadInputError, match="no CPU-clock samples"):
         P.compare_ab(no_cpu, clock="cpu")
+    # auto (the default): the CPU clock for a local single-threaded runtime with CPU samples, else wall
+    assert res.fingerprint["threads"] == 1 and P.compare_ab(res).clock == "cpu"
+    assert P.compare_ab(res).entries[0].baseline_ms == pytest.approx(cpu.entries[0].baseline_ms)
+    assert P.compare_ab(no_cpu).clock == "wall"
+    threaded = ab_result_from_dict({**ab_dict({"slow": (*slow, False)}, cpu_factor=0.5),
+                                    "fingerprint": {**FP, "threads": 4}})
+    assert P.compare_ab(threaded).clock == "wall"
 
 
 def test_ab_result_file_is_validated():
@@ -171,3 +178,20 @@ def test_bench_ab_from_result_exit_codes_and_reports(tmp_path):
     assert code == 2 and "--from judges an existing A/B result" in err
     code, _, err = invoke(["bench", "ab", "base.yaml"])
     assert code == 2 and "expected BASELINE and CANDIDATE suites and --out" in err
+
+
+def test_ab_jobs_time_a_fixed_number_of_calls_per_half():
+    """Both halves of a pair do the same work whatever the load: `ab_runs` calls, unless the suite's own
+    protocol fixes `runs` or `ab_runs` is 0 (then the time-based rule of the protocol)."""
+    from hwnat.bench.suite import Suite
+    from hwnat.measure.protocol import Protocol
+
+    entries = [{"name": "x", "model": "x.onnx"}]
+    dev = Protocol(min_round_s=0.1)
+    s = Suite(name="t", protocol={"min_round_s": 0.2}, entries=entries)
+    assert (s.ab_rounds, s.ab_runs) == (60, 20)
+    p = s.ab_protocol(dev)
+    assert (p.runs, p.rounds, p.max_remeasure, p.min_round_s) == (20, 1, 0, 0.2)
+    assert s.pass_protocol(dev).runs == 0                                   # bench run: unchanged
+    assert Suite(name="t", protocol={"runs": 7}, entries=entries).ab_protocol(dev).runs == 7
+    assert Suite(name="t", ab_runs=0, entries=entries).ab_protocol(dev).runs == 0

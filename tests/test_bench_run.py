@@ -52,8 +52,10 @@ def runs(tmp_path_factory):
         code, stdout, stderr = invoke(["bench", "run", "--suite", s, "--out", out[key], "--work-dir", d / "work"])
         assert code == 0, stderr
         assert "main" in stdout and "[pass 10/10" in stderr
-    base = write_suite(d / "base.yaml", "stack40.onnx", rounds=12, extra=[{"name": "tiny", "model": "stack40.onnx"}])
-    cand = write_suite(d / "cand.yaml", "stack160.onnx", rounds=12, extra=[{"name": "tiny", "model": "stack41.onnx"}])
+    base = write_suite(d / "base.yaml", "stack40.onnx", ab_rounds=12, ab_runs=5,
+                       extra=[{"name": "tiny", "model": "stack40.onnx"}])
+    cand = write_suite(d / "cand.yaml", "stack160.onnx", ab_rounds=12, ab_runs=5,
+                       extra=[{"name": "tiny", "model": "stack41.onnx"}])
     out["ab"] = d / "ab.json"
     code, stdout, stderr = invoke(["bench", "ab", base, cand, "--out", out["ab"], "--work-dir", d / "work",
                                    "--alpha", "0.001"])
@@ -102,9 +104,11 @@ def test_ab_job_records_pairs_back_to_back_in_both_orders(runs):
     assert data["format"] == "hwnat-bench-ab-result" and data["complete"] is True
     by = {e["name"]: e for e in data["entries"]}
     assert set(by) == {"main", "other", "nb201", "tiny"}
+    assert data["rounds"] == 12 and data["protocol"]["runs"] == 5   # the suites' ab_rounds and ab_runs
     for e in by.values():
         assert len(e["baseline_rounds_ms"]) == len(e["candidate_rounds_ms"]) == len(e["pair_info"]) == 12
         assert len(e["baseline_cpu_rounds_ms"]) == 12
+        assert all(len(r) == 5 for r in e["baseline_rounds_ms"] + e["candidate_rounds_ms"])
     orders = [i["order"] for e in by.values() for i in e["pair_info"]]
     assert set(orders) == {"ab", "ba"}
     assert by["other"]["baseline"]["model_sha256"] == by["other"]["candidate"]["model_sha256"]
@@ -120,6 +124,9 @@ def test_heavier_model_under_the_same_name_is_caught_by_the_ab_job(runs, tmp_pat
     assert v["main"]["verdict"] == "regressed" and v["main"]["model_changed"] and v["main"]["change"] > 1.0
     assert "regression in main (+" in err
     assert junit.read_text().count("<failure") >= 1
+    # the default clock (auto) is the CPU clock here: a local device with one ONNX Runtime thread
+    code, out, err = invoke(["bench", "ab", "--from", runs["ab"], "--json"])
+    assert code == 1 and json.loads(out)["clock"] == "cpu", out + err
 
 
 @pytest.mark.parametrize("clock", ["wall", "cpu"])

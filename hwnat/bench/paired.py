@@ -152,10 +152,29 @@ def compare_paired(name: str, base_units, cand_units, *, threshold: float = 0.05
                            significant=p < alpha, note=note, **common)
 
 
+def auto_clock(res) -> str:
+    """The clock ``--clock auto`` judges an A/B result on: ``"cpu"`` when the job ran a single-threaded
+    runtime on a local device (both halves of every pair have CPU-clock samples), else ``"wall"``.
+
+    On a local single-threaded runtime the process's CPU time is the runtime's compute time without the
+    time it waited for a CPU: a neighbour that takes the core for a while adds to the wall time of one
+    half of a pair and not to the other, which widens a wall-clock interval several times over on a busy
+    machine (benchmarks/bench_false_alarms.py). With more threads CPU time also counts the pool's spinning
+    and is not the latency's cost, and remote devices have no CPU-clock samples: wall time there.
+    """
+    paired = [e for e in res.entries if e.baseline_rounds_ms and e.candidate_rounds_ms]
+    single = res.fingerprint.get("threads") == 1
+    has_cpu = bool(paired) and all(
+        len(e.baseline_cpu_rounds_ms) == len(e.baseline_rounds_ms)
+        and len(e.candidate_cpu_rounds_ms) == len(e.candidate_rounds_ms) for e in paired)
+    return "cpu" if single and has_cpu else "wall"
+
+
 def compare_ab(res, *, threshold: float = 0.05, alpha: float = 0.01, metric: str = "median",
-               clock: str = "wall") -> Comparison:
+               clock: str = "auto") -> Comparison:
     """Judge an A/B result (``hwnat.bench.store.ABResult``) entry by entry with the paired statistics,
-    on the wall clock (latency) or the CPU clock (``clock="cpu"``, local devices).
+    on the wall clock (latency), the CPU clock (``clock="cpu"``, local devices), or ``"auto"``: the CPU
+    clock for a local single-threaded runtime, else the wall clock (``auto_clock``).
 
     Every pair is used, also when the machine was busy: the random order within a pair makes a busy
     neighbour as likely to slow the baseline half as the candidate half, so it widens the interval but
@@ -163,6 +182,8 @@ def compare_ab(res, *, threshold: float = 0.05, alpha: float = 0.01, metric: str
     """
     if metric not in METRICS:
         raise BadInputError(f"--metric: expected one of {', '.join(METRICS)}, got {metric!r}")
+    if clock == "auto":
+        clock = auto_clock(res)
     out: list[EntryComparison] = []
     for e in res.entries:
         if not e.candidate_rounds_ms:

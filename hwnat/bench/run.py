@@ -227,7 +227,7 @@ def run_ab(base: LoadedSuite, cand: LoadedSuite, *, device: str | None = None, r
                                                             t_start, progress, sleep)
 
     data = _job(cand.suite, start, device=device, rounds=rounds, out=out, work_dir=work_dir, commit=commit,
-                done=lambda d: min((len(e["pair_info"]) for e in d["entries"] if e["baseline"]
+                ab=True, done=lambda d: min((len(e["pair_info"]) for e in d["entries"] if e["baseline"]
                                     and e["candidate"]), default=0))
     return ab_result_from_dict(data, str(out) if out else "<memory>")
 
@@ -241,13 +241,14 @@ def _model_info(p: PreparedEntry) -> dict:
     return {"source": p.entry.source(), "model_sha256": p.sha256, "input_shape": list(p.input_shape)}
 
 
-def _job(suite, start, *, device, rounds, out, work_dir, commit, done) -> dict:
+def _job(suite, start, *, device, rounds, out, work_dir, commit, done, ab: bool = False) -> dict:
     """What ``run_suite`` and ``run_ab`` share: open the device, prepare (``start`` returns the result's
     entry data and the measuring loop), record the settings and the fingerprint, measure, and write the
-    result; on a device failure or Ctrl-C write what was measured with ``complete: false`` and re-raise."""
+    result; on a device failure or Ctrl-C write what was measured with ``complete: false`` and re-raise.
+    ``ab``: an A/B job (the suite's ``ab_rounds`` and ``ab_runs``)."""
     from hwnat.devices.device import open_device
 
-    passes = int(rounds or suite.rounds)
+    passes = int(rounds or (suite.ab_rounds if ab else suite.rounds))
     if passes < 1:
         raise BadInputError(f"--rounds: expected at least 1, got {passes}")
     if out is not None:
@@ -260,7 +261,7 @@ def _job(suite, start, *, device, rounds, out, work_dir, commit, done) -> dict:
     t_start = time.perf_counter()
     try:
         with open_device(device or suite.device) as dev:
-            protocol = suite.pass_protocol(dev.spec.measure)
+            protocol = (suite.ab_protocol if ab else suite.pass_protocol)(dev.spec.measure)
             if dev.spec.transport.kind == "local" and hasattr(dev, "runtime"):
                 dev.runtime = DualClock(dev.runtime)  # also record CPU time (``--clock cpu``)
             entries, measure = start(dev, work_dir, protocol)

@@ -86,6 +86,12 @@ class Suite(BaseModel):
     contention_retries: int = Field(2, ge=0, le=20, description="re-time a contended pass this many times")
     contention_backoff_s: float = Field(0.25, ge=0, le=60, description="sleep before re-timing a contended pass")
     protocol: dict = Field(default_factory=dict, description="overrides of the device's timing protocol")
+    ab_rounds: int = Field(
+        60, ge=3, le=1000, description="pairs per entry in an A/B job (`bench ab`; `--rounds` overrides it): "
+        "beside a CPU hog about 60 let the paired test tell a 10% slowdown from the 5% threshold")
+    ab_runs: int = Field(
+        20, ge=0, le=100000, description="calls per timing in an A/B job: a fixed count, so both halves of a "
+        "pair do the same work whatever the load (0: the protocol's rule, e.g. as many as fit in min_round_s)")
     entries: list[SuiteEntry] = Field(min_length=1)
 
     @field_validator("protocol")
@@ -114,6 +120,14 @@ class Suite(BaseModel):
     def pass_protocol(self, device_protocol: Protocol) -> Protocol:
         """The protocol of one pass: the device's, with the suite's overrides, one round, no re-measure."""
         return device_protocol.merged({**self.protocol, "rounds": 1, "max_remeasure": 0})
+
+    def ab_protocol(self, device_protocol: Protocol) -> Protocol:
+        """The protocol of one half of an A/B pair: ``pass_protocol`` with ``ab_runs`` calls, unless the
+        suite's protocol sets ``runs`` itself or ``ab_runs`` is 0."""
+        p = self.pass_protocol(device_protocol)
+        if self.ab_runs and "runs" not in self.protocol:
+            p = p.merged({"runs": self.ab_runs})
+        return p
 
     def sha256(self) -> str:
         """Digest of the suite's content (what is measured and how), independent of YAML formatting."""

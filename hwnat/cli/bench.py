@@ -21,7 +21,7 @@ def bench() -> None:
 _device_opt = click.option("--device", "-d", "device", default=None,
                            help="Device name or YAML path; default: the suite's `device`.")
 _rounds_opt = click.option("--rounds", type=click.IntRange(3, 1000), default=None,
-                           help="Interleaved passes over the entries; default: the suite's `rounds`.")
+                           help="Interleaved passes over the entries; default: the suite's `rounds` (`ab_rounds` for `bench ab`).")
 _work_dir_opt = click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                              help="Keep exported models here and reuse them on the next run (default: a temp dir).")
 _commit_opt = click.option("--commit", default=None,
@@ -125,8 +125,12 @@ def _alpha(ctx, param, value):
     return parse_alpha(value)
 
 
+_CLOCK_HELP = ("wall: latency; cpu: this process's CPU time per call (local devices), which leaves out time "
+               "spent waiting for a CPU on an oversubscribed machine")
+
+
 def _verdict_options(f):
-    """Options of the commands that give verdicts (compare and ab), defined once."""
+    """Options of the commands that give verdicts (compare and ab), defined once (``--clock`` apart)."""
     for opt in reversed([
         click.option("--threshold", default="5%", show_default=True, callback=_threshold,
                      help="Smallest slowdown that counts: the whole confidence interval must lie above it."),
@@ -134,9 +138,6 @@ def _verdict_options(f):
                      help="Significance level of the test (interval confidence = 1 - alpha)."),
         click.option("--metric", type=click.Choice(["median", "p90"]), default="median", show_default=True,
                      help="Per-round statistic compared."),
-        click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
-                     help="wall: latency; cpu: this process's CPU time per call (local devices), which "
-                          "leaves out time spent waiting for a CPU on an oversubscribed machine."),
         click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False, path_type=Path),
                      default=None, help="Write a Markdown report (append it to $GITHUB_STEP_SUMMARY)."),
         click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -192,6 +193,8 @@ def _judge(comp, *, candidate: Path, markdown_path: Path | None, junit_path: Pat
 @click.argument("baseline", type=click.Path(path_type=Path))
 @click.argument("candidate", type=click.Path(path_type=Path))
 @_verdict_options
+@click.option("--clock", type=click.Choice(["wall", "cpu"]), default="wall", show_default=True,
+              help=_CLOCK_HELP + ".")
 @click.option("--allow-env-change", is_flag=True,
               help="Compare even when the fingerprints differ (CPU, runtime version, threads...).")
 @click.option("--include-contended", is_flag=True,
@@ -240,6 +243,9 @@ def compare_cmd(baseline: Path, candidate: Path, threshold: float, alpha: float,
 @_work_dir_opt
 @_commit_opt
 @_verdict_options
+@click.option("--clock", type=click.Choice(["auto", "wall", "cpu"]), default="auto", show_default=True,
+              help=_CLOCK_HELP + "; auto: cpu for a local single-threaded runtime (the default `cpu` "
+                   "device), else wall.")
 def ab_cmd(baseline: str | None, candidate: str | None, out: Path | None, from_path: Path | None,
            device: str | None, rounds: int | None, work_dir: Path | None, commit: str | None,
            threshold: float, alpha: float, metric: str, clock: str, markdown_path: Path | None,
@@ -251,7 +257,9 @@ def ab_cmd(baseline: str | None, candidate: str | None, out: Path | None, from_p
     pass each entry's two files are timed back to back in a random order, so a busy neighbour slows both
     halves of a pair and the comparison is paired (Wilcoxon signed-rank on per-pass log ratios, with the
     same verdict rule as `compare`). This gives verdicts on shared, busy machines where two separate runs
-    cannot be compared. The candidate suite sets device, rounds, protocol and contention settings.
+    cannot be compared. The candidate suite sets device, passes (`ab_rounds`, default 60), calls per timing
+    (`ab_runs`, default 20), protocol and contention settings. The default clock (`auto`) is the CPU clock
+    for a local single-threaded runtime (a neighbour's time on the core is left out), else the wall clock.
 
     Exit codes as `compare`: 0 no regression, 1 a regression, 2 bad input, 3 device failure (and, with
     --strict, an entry without a verdict).
@@ -279,7 +287,7 @@ def ab_cmd(baseline: str | None, candidate: str | None, out: Path | None, from_p
                 "for both sides")
         n = len({e.name for e in base.suite.entries} & {e.name for e in cand.suite.entries})
         progress, quiet = _measuring(f"bench ab {base.suite.name} vs {cand.suite.name}", n,
-                                     rounds or cand.suite.rounds, device or cand.suite.device)
+                                     rounds or cand.suite.ab_rounds, device or cand.suite.device)
         with progress as step:
             res = run_ab(base, cand, device=device, rounds=rounds, out=out, work_dir=work_dir, commit=commit,
                          progress=step)
