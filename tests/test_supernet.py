@@ -73,6 +73,26 @@ def test_elastic_kernel_uses_the_transformation_matrices():
     assert torch.allclose(layer.kernel(3, mid), 2 * w7[:mid, :, 2:5, 2:5])
 
 
+def test_residual_layers_start_as_the_identity():
+    """Zero-gamma init: before training a residual layer adds nothing, so a deeper subnet computes what
+    the shallower one does and extra layers cannot start out hurting it; a layer without a skip does not."""
+    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    res, plain = ElasticMBConv(16, 16, 1, "relu", False).eval(), ElasticMBConv(16, 24, 2, "relu", False).eval()
+    assert res.skip and not plain.skip
+    with torch.no_grad():
+        assert torch.equal(res(x), x)
+        assert plain(x).abs().sum() > 0
+    net = OFASupernet(1.0, classes=5).eval()
+    shallow = OFAArch((3,) * 20, (3,) * 20, (2,) * 5, 192, 1.0)
+    deep = OFAArch((3,) * 20, (3,) * 20, (4,) * 5, 192, 1.0)
+    xi = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        net.set_active(shallow)
+        y_shallow = net(xi)
+        net.set_active(deep)
+        assert torch.allclose(net(xi), y_shallow)
+
+
 def _graph(path):
     m = onnx.load(str(path))
     return [n.op_type for n in m.graph.node], sorted(tuple(i.dims) for i in m.graph.initializer)
@@ -80,10 +100,12 @@ def _graph(path):
 
 def test_extracted_subnet_exports_the_same_onnx_graph_as_build(tmp_path):
     sp, archs = _archs()
-    net = OFASupernet(1.0, classes=5)
+    # trained weights: a fresh supernet's residual layers have zero gammas, which the exporter folds away
+    net = _trained_a_little(OFASupernet(1.0, classes=5))
     arch = archs[2]
     sub = net.extract(arch)
     ref = sp.build(arch)
+    ref.load_state_dict(sub.state_dict())  # the same weights (equal initial tensors export as Identity nodes)
     a = export_onnx(sub, sp.input_shape(arch), tmp_path / "sub.onnx")
     b = export_onnx(ref, sp.input_shape(arch), tmp_path / "ref.onnx")
     assert _graph(a) == _graph(b)

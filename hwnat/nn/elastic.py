@@ -13,6 +13,11 @@ One ``ElasticMBConv`` holds the largest layer's weights (kernel 7, the largest e
   (and of their BatchNorms, and the first ``se_channels(mid)`` of the squeeze-excite bottleneck).
 - BatchNorm of a slice uses the slice of the shared statistics (``ElasticBatchNorm2d``); an extracted
   subnet recalibrates them on training batches before it is evaluated.
+- **zero-gamma init** of a residual layer's last BatchNorm (Goyal et al., "Accurate, Large Minibatch SGD:
+  Training ImageNet in 1 Hour", arXiv 1706.02677, sec. 5.1): every residual layer starts as the identity,
+  so a deeper subnet starts out computing what the shallower one does. With the short warm-ups of a CPU
+  run (two epochs) this matters: without it the layers only deep subnets use stayed noise, and the
+  supernet ranked shallow subnets above deep ones (benchmarks/README.md, supernet warm-up).
 
 ``subnet_state(k, e)`` gives the state dict of the plain ``hwnat.nn.mbconv.MBConv`` of that choice, so an
 extracted subnet is exactly the module the search space builds (and the latency tables time).
@@ -97,6 +102,8 @@ class ElasticMBConv(nn.Module):
             self.se_expand = nn.Conv2d(smid, mid, 1, bias=True)
         self.project_conv = nn.Conv2d(mid, cout, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(cout)
+        if self.skip:  # zero-gamma: a residual layer starts as the identity (see the class docstring)
+            nn.init.zeros_(self.project_bn.weight)
         self.act = activation(act)
         self.active_kernel, self.active_expand = max(kernels), max(expands)
 

@@ -364,12 +364,15 @@ def _proxy_scale(req: SearchRequest) -> float:
 
 def supernet_cache_path(space, task, width: float, proxy: float, epochs: int, seed: int) -> Path:
     """Where a warmed-up supernet is kept for later runs on the same task and space:
-    ``supernets/<space>-<task>-c<classes>-n<train images>-w<width>-p<proxy>-e<epochs>-s<seed>.pt`` under
-    the current folder (a different training subset, width, proxy scale, epoch count or seed is another
-    supernet)."""
+    ``supernets/<space>-<task>-c<classes>-n<train images>-w<width>-p<proxy>-e<epochs>-s<seed>-r<recipe>.pt``
+    under the current folder (a different training subset, width, proxy scale, epoch count, seed or
+    training recipe is another supernet)."""
+    from hwnat.search.supernet import RECIPE
+
     tname = Path(task.name).name.replace(" ", "_")
     n = len(task.y_train)
-    return Path("supernets") / f"{space.name}-{tname}-c{task.classes}-n{n}-w{width:g}-p{proxy:g}-e{epochs}-s{seed}.pt"
+    return Path("supernets") / (f"{space.name}-{tname}-c{task.classes}-n{n}-w{width:g}-p{proxy:g}-e{epochs}-s{seed}"
+                                f"-r{RECIPE}.pt")
 
 
 def _supernet(req: SearchRequest, space, task, proxy: float, out: Path, phase):

@@ -60,6 +60,12 @@ MIN_PX = 24
 CPU_PROXY_SCALE = 0.125
 
 
+#: version of the warm-up recipe (initialisation and training); part of the supernet cache's file name, so
+#: a supernet warmed up by an older recipe is not reused as if it were this one's. 2: zero-gamma init of
+#: the residual layers (``hwnat.nn.elastic``).
+RECIPE = 2
+
+
 def proxy_input(x: torch.Tensor, px: int) -> torch.Tensor:
     """A batch resized to ``px`` in channels-last layout (2-2.5x faster depthwise convs on CPU, measured)."""
     return resize(x, px).contiguous(memory_format=torch.channels_last)
