@@ -102,7 +102,7 @@ class ElasticMBConv(nn.Module):
             self.se_expand = nn.Conv2d(smid, mid, 1, bias=True)
         self.project_conv = nn.Conv2d(mid, cout, 1, bias=False)
         self.project_bn = nn.BatchNorm2d(cout)
-        if self.skip:  # zero-gamma: a residual layer starts as the identity (see the class docstring)
+        if self.skip:  # zero-gamma: a residual layer starts as the identity (module docstring)
             nn.init.zeros_(self.project_bn.weight)
         self.act = activation(act)
         self.active_kernel, self.active_expand = max(kernels), max(expands)
