@@ -81,6 +81,11 @@ def mean_or_none(x) -> float | None:
     return float(np.mean(x)) if len(x) else None
 
 
+def median_or_none(x) -> float | None:
+    """The median, or None (JSON null, not NaN) when nothing was measured."""
+    return float(np.median(x)) if len(x) else None
+
+
 def tally(verdicts: list[str]) -> dict:
     n = len(verdicts)
     return {"n": n, **{k: sum(v == k for v in verdicts) for k in ("regressed", "improved", "unchanged",
@@ -126,7 +131,7 @@ def main() -> None:
         args.ab_rounds = abs_[0].rounds
         rounds = runs[0].rounds if runs else rounds
         fams = sorted({(e.name[:-3], None, None) for e in abs_[0].entries})
-        walls = {"ab": [r.wall_s for r in abs_], "run": [r.wall_s for r in runs] or [0.0]}
+        walls = {"ab": [r.wall_s for r in abs_], "run": [r.wall_s for r in runs]}
         loads = [r.load_avg["after"][0] for r in abs_]
     else:
         abs_, runs, fams, walls, loads = measure(args, default, rounds, n2)
@@ -224,6 +229,7 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
                    for f, _, _ in fams} for clock in CLOCKS}
     infos = [i for r in runs for e in r.entries for i in e.round_info]
     pinfo = [p for r in abs_ for e in r.entries for p in e.pair_info]
+    run_s = mean_or_none(walls["run"])
     out = {
         "date": date.today().isoformat(), "cpu": cpu_model(), "logical_cores": os.cpu_count(),
         "python": platform.python_version(), "hog": args.hog,
@@ -237,12 +243,12 @@ def analyse(args, abs_, runs, fams, walls, loads, rounds, n2, default, t_all) ->
         "load": {"load_avg_1min": loads, "load_avg_mean": float(np.mean(loads)),
                  "two_run_rounds_contended": sum(bool(i.get("contended")) for i in infos),
                  "two_run_rounds": len(infos),
-                 "two_run_wait_frac_median": float(np.median([i.get("wait_frac", 0) for i in infos])) if infos else None,
-                 "two_run_busy_frac_median": float(np.median([i.get("busy_frac", 0) for i in infos])) if infos else None,
+                 "two_run_wait_frac_median": median_or_none([i.get("wait_frac", 0) for i in infos]),
+                 "two_run_busy_frac_median": median_or_none([i.get("busy_frac", 0) for i in infos]),
                  "ab_pairs_unbalanced": sum(p.get("balanced") is False for p in pinfo), "ab_pairs": len(pinfo)},
-        "wall": {"ab_job_s_mean": float(np.mean(walls["ab"])), "run_s_mean": mean_or_none(walls["run"]),
+        "wall": {"ab_job_s_mean": float(np.mean(walls["ab"])), "run_s_mean": run_s,
                  "ab_s_per_entry_pass": float(np.mean(walls["ab"]) / (2 * len(fams)) / args.ab_rounds),
-                 "run_s_per_entry_pass": (mean_or_none(walls["run"]) or 0) / (2 * len(fams)) / rounds},
+                 "run_s_per_entry_pass": None if run_s is None else run_s / (2 * len(fams)) / rounds},
         "total_wall_s": (time.perf_counter() - t_all if not args.from_dir
                          else float(sum(r.wall_s or 0 for r in [*abs_, *runs]))),
     }
