@@ -106,18 +106,31 @@ def pick_of(out: Path, truth: pd.DataFrame, device: str, budget_ms: float) -> di
     return rec
 
 
-def exhaustive(truth: pd.DataFrame, device: str, budget_ms: float, model: str, confidence: float) -> dict:
-    """The best cell of the whole space (by ``SEARCH_COLUMN``) within the budget by each latency model:
-    the predictor's upper bound at ``confidence``, its point estimate, and the published latencies. What
-    a perfect optimiser would return; it separates the latency model's cost from the search's noise."""
+def add_test_gaps(rec: dict) -> dict:
+    """Give the ``confidence`` and ``point`` picks of ``rec`` their test-accuracy gap to the ``true`` pick."""
+    for mode in ("confidence", "point"):
+        if REPORT_COLUMN in rec[mode] and REPORT_COLUMN in rec["true"]:
+            rec[mode]["test_gap_vs_true"] = rec["true"][REPORT_COLUMN] - rec[mode][REPORT_COLUMN]
+    return rec
+
+
+def model_latencies(truth: pd.DataFrame, device: str, model: str, confidence: float) -> dict:
+    """Every cell's latency on ``device`` by each latency model: the predictor's upper bound at
+    ``confidence``, its point estimate, and the published latencies (``truth``'s row order)."""
     from hwnat.latency.model import open_latency_model
     from hwnat.spaces import get_space
 
     space = get_space("nasbench201")
-    archs = truth.index.tolist()
-    g = space.encode_many(space.parse_many(archs))
+    g = space.encode_many(space.parse_many(truth.index.tolist()))
     m = open_latency_model("predictor", space, device, predictor=model)
-    lat = {"confidence": m.upper_ms(g, confidence), "point": m.ms(g), "true": truth[device].to_numpy(float)}
+    return {"confidence": m.upper_ms(g, confidence), "point": m.ms(g), "true": truth[device].to_numpy(float)}
+
+
+def exhaustive(truth: pd.DataFrame, device: str, budget_ms: float, lat: dict) -> dict:
+    """The best cell of the whole space (by ``SEARCH_COLUMN``) within the budget by each latency model
+    (``model_latencies``). What a perfect optimiser would return; it separates the latency model's cost
+    from the search's noise."""
+    archs = truth.index.tolist()
     val = truth[SEARCH_COLUMN].to_numpy(float)
     out = {}
     for mode, ms in lat.items():
@@ -130,10 +143,7 @@ def exhaustive(truth: pd.DataFrame, device: str, budget_ms: float, model: str, c
         out[mode] = {"arch": archs[best], "published_ms": float(t[device]),
                      "over_budget": bool(t[device] > budget_ms), SEARCH_COLUMN: float(t[SEARCH_COLUMN]),
                      REPORT_COLUMN: float(t[REPORT_COLUMN])}
-    for mode in ("confidence", "point"):
-        if REPORT_COLUMN in out[mode] and REPORT_COLUMN in out["true"]:
-            out[mode]["test_gap_vs_true"] = out["true"][REPORT_COLUMN] - out[mode][REPORT_COLUMN]
-    return out
+    return add_test_gaps(out)
 
 
 def main(argv=None) -> int:
@@ -157,16 +167,17 @@ def main(argv=None) -> int:
     acc = pd.read_csv(accuracy_dataset("nasbench201"))
     truth = lat.merge(acc, on="arch").set_index("arch")
     accuracy = f"{accuracy_dataset('nasbench201')}:{SEARCH_COLUMN}"
-    settings, predictors, jobs, rows = [], {}, [], []
+    settings, predictors, latencies, jobs, rows = [], {}, {}, [], []
     for device in a.devices:
         predictors[device] = few_shot_predictor(lat, device, a.k, a.work)
         model = predictors[device]["model"]
         print(f"{device}: predictor {model} (library {', '.join(predictors[device]['library'])})", flush=True)
         if a.predictors_only:
             continue
+        latencies[device] = model_latencies(truth, device, model, a.confidence)
         if a.exhaustive_only:
             for q, budget in zip(a.percentiles, percentile_budgets(lat[device], a.percentiles), strict=True):
-                ex = exhaustive(truth, device, float(budget), model, a.confidence)
+                ex = exhaustive(truth, device, float(budget), latencies[device])
                 rows.append({"device": device, "percentile": q, "budget_ms": float(budget), "exhaustive": ex})
                 print(f"{device} p{q:g} ({float(budget):.3f} ms): " + "  ".join(
                     f"{mode}: " + (e["error"] if "error" in e else f"{e['published_ms']:.3f} ms"
@@ -194,11 +205,9 @@ def main(argv=None) -> int:
         for mode, out in outs.items():
             run = runs[str(out)]
             rec[mode] = dict(pick_of(out, truth, device, budget), rc=run["rc"], wall_s=run["wall_s"])
-        for mode in ("confidence", "point"):
-            if REPORT_COLUMN in rec[mode] and REPORT_COLUMN in rec["true"]:
-                rec[mode]["test_gap_vs_true"] = rec["true"][REPORT_COLUMN] - rec[mode][REPORT_COLUMN]
+        add_test_gaps(rec)
         if (device, q) not in exhaustive_of:
-            exhaustive_of[device, q] = exhaustive(truth, device, budget, predictors[device]["model"], a.confidence)
+            exhaustive_of[device, q] = exhaustive(truth, device, budget, latencies[device])
         rec["exhaustive"] = exhaustive_of[device, q]
         rows.append(rec)
         line = [f"{device} p{q:g} ({budget:.3f} ms) seed {seed}:"]
