@@ -16,6 +16,10 @@ percentile of that device's latencies over all 15,625 cells):
 4. each search's pick (first row of ``picks.csv``) is checked against the device's *published* latency
    (over budget or not) and its ``cifar100_test_200ep`` is compared with the ceiling's pick.
 
+``--exhaustive-only`` skips the searches: the best cell of the whole space by each latency model, and
+(``--sweep``) the same at several ``--confidence`` levels, the trade-off between picks over budget and
+accuracy given away that the level sets.
+
 Targets (issue 10): 0 of 15 picks over budget with ``--confidence 0.9``; their test accuracy within
 0.5 points of the ceiling's.
 
@@ -146,6 +150,36 @@ def exhaustive(truth: pd.DataFrame, device: str, budget_ms: float, lat: dict) ->
     return add_test_gaps(out)
 
 
+def confidence_sweep(truth: pd.DataFrame, lat: pd.DataFrame, predictors: dict, percentiles: list[float],
+                     levels: list[float]) -> dict:
+    """Over budget and test-accuracy gap of the exhaustive pick (the best cell of the space whose predicted
+    bound is within the budget) at each ``--confidence`` level: the trade-off a user sets with it."""
+    from hwnat.latency.model import open_latency_model
+    from hwnat.spaces import get_space
+
+    space = get_space("nasbench201")
+    g = space.encode_many(space.parse_many(truth.index.tolist()))
+    val, test = truth[SEARCH_COLUMN].to_numpy(float), truth[REPORT_COLUMN].to_numpy(float)
+    out = {}
+    for c in levels:
+        over, gaps = 0, []
+        for device, pred in predictors.items():
+            m = open_latency_model("predictor", space, device, predictor=pred["model"])
+            bound, true = m.upper_ms(g, c), truth[device].to_numpy(float)
+            for budget in percentile_budgets(lat[device], percentiles):
+                ok, ok_true = np.flatnonzero(bound <= budget), np.flatnonzero(true <= budget)
+                if not len(ok):
+                    continue
+                best, ceiling = ok[np.argmax(val[ok])], ok_true[np.argmax(val[ok_true])]
+                over += int(true[best] > budget)
+                gaps.append(float(test[ceiling] - test[best]))
+        out[f"{c:g}"] = {"picks": len(gaps), "over_budget": over, "mean_test_gap_vs_true": float(np.mean(gaps)),
+                         "within_0.5_points": int(sum(x <= 0.5 for x in gaps))}
+        print(f"exhaustive, --confidence {c:g}: {over}/{len(gaps)} over budget, mean test gap "
+              f"{np.mean(gaps):.2f} ({out[f'{c:g}']['within_0.5_points']} within 0.5)", flush=True)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--devices", nargs="+", default=DEVICES)
@@ -161,6 +195,8 @@ def main(argv=None) -> int:
     ap.add_argument("--exhaustive-only", action="store_true",
                     help="No searches: only the best cell of the whole space by each latency model "
                          "(writes search_budget_published_exhaustive.json).")
+    ap.add_argument("--sweep", type=float, nargs="*", default=[0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95],
+                    help="With --exhaustive-only: confidence levels whose exhaustive picks are summarised.")
     a = ap.parse_args(argv)
     extra = a.search_args.split()
     lat = pd.read_csv(latency_dataset("nasbench201"))
@@ -258,6 +294,8 @@ def main(argv=None) -> int:
                              "within_0.5_points": int(sum(g <= 0.5 for g in gaps))})
         print(f"exhaustive (best cell of the space by each latency model) {mode}: {ex[mode]}")
     summary["exhaustive"] = ex
+    if a.exhaustive_only and a.sweep:
+        summary["confidence_sweep"] = confidence_sweep(truth, lat, predictors, a.percentiles, a.sweep)
     path = save("budget_published" + ("_exhaustive" if a.exhaustive_only else ""), {
         "setting": {"space": "nasbench201", "search_column": SEARCH_COLUMN, "report_column": REPORT_COLUMN,
                     "devices": a.devices, "percentiles": a.percentiles, "k": a.k, "confidence": a.confidence,

@@ -149,6 +149,13 @@ def test_predictor_model_interval(nb201, tmp_path):
     # --confidence c is a one-sided bound: the upper end of the central interval at 2c - 1
     assert np.allclose(m.upper_ms(g, 0.9), m.interval(g, 0.8)[1])
     assert np.all(m.upper_ms(g, 0.9) <= hi_ref + 1e-12) and np.allclose(m.upper_ms(g, 0.5), ms)
+    # every confidence the CLI accepts (0.5..1) works, and a higher one never gives a lower bound; below
+    # 0.75 the bound is the upper end of a central interval under 50% (was refused: coverage must be >= 0.5)
+    bounds = [m.upper_ms(g, c) for c in (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95)]
+    assert all(np.all(b2 >= b1 - 1e-12) for b1, b2 in zip(bounds[:-1], bounds[1:], strict=True))
+    assert np.all(bounds[2] >= ms - 1e-12) and np.any(bounds[-1] > bounds[2])
+    with pytest.raises(BadInputError, match="coverage must be in"):
+        p.predict_genomes(g, coverage=1.0)
 
 
 def test_factory_errors(nb201, tmp_path):

@@ -146,8 +146,12 @@ class FitSettings:
             raise BadInputError(f"folds must be >= 2, got {self.folds}")
 
 
-def _check_coverage(coverage: float) -> float:
-    if not 0.5 <= coverage < 1.0:
+def _check_coverage(coverage: float, query: bool = False) -> float:
+    """A model's stated coverage is in [0.5, 1); a query may ask any central interval in (0, 1) (the
+    one-sided bound of ``--confidence 0.7`` is the upper end of the central 40% interval)."""
+    if query and not 0.0 < coverage < 1.0:
+        raise BadInputError(f"interval coverage must be in (0, 1), got {coverage}")
+    if not query and not 0.5 <= coverage < 1.0:
         raise BadInputError(f"coverage must be in [0.5, 1), got {coverage}")
     return float(coverage)
 
@@ -792,7 +796,8 @@ class LatencyPredictor:
         Example:
             >>> ms, lo, hi = model.predict_genomes(genomes, coverage=0.95)   # doctest: +SKIP
         """
-        coverage = _check_coverage(self.interval.get("coverage", 0.9) if coverage is None else coverage)
+        coverage = _check_coverage(self.interval.get("coverage", 0.9) if coverage is None else coverage,
+                                   query=True)
         X = self.features.transform(genomes)
         A, cols = self._additive(X, self.library, genomes)
         index = {c: i for i, c in enumerate(cols)}
