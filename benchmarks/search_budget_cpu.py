@@ -12,7 +12,11 @@ every pick exported and measured end to end (the search's own verification).
    <= budget (target >= 95%), and per budget the median over seeds of the best pick's slack
    (budget - measured) / budget (target <= 5% at the two lower budgets: the pick uses the budget).
 
-Run: ``python benchmarks/search_budget_cpu.py [--full]``. Writes ``benchmarks/results/search_budget_cpu.json``.
+Run: ``python benchmarks/search_budget_cpu.py [--full]``. Writes ``benchmarks/results/search_budget_cpu.json``
+(``search_budget_cpu_<tag>.json`` with ``--tag``). MNIST leaves accuracy flat (every subnet ~93%, so the
+most accurate pick within the budget is anywhere below it); for a task where capacity pays, e.g.
+``--search-args "--task fashion-mnist --max-train 20000 --warmup-epochs 1 --max-val 2000" --tag fashion
+--work benchmarks/results/search_work/budget_cpu_fashion``.
 End-to-end timings on a shared machine drift by several percent (benchmarks/README.md); the load
 average is recorded.
 """
@@ -80,8 +84,12 @@ def main(argv=None) -> int:
                     help="Only measure the subnets and record the budgets (no profiling, no search).")
     ap.add_argument("--resolution", type=int, nargs="+", default=[224],
                     help="Resolutions of the measured subnets and of the search (default: --quick's 224).")
+    ap.add_argument("--tag", default="", help="Results file suffix: search_budget_cpu_<tag>.json.")
     a = ap.parse_args(argv)
-    work = a.work / f"r{'-'.join(map(str, a.resolution))}"
+    sargs = a.search_args.split()
+    task = sargs[sargs.index("--task") + 1] if "--task" in sargs[:-1] else "mnist (default)"
+    name = "budget_cpu" + (f"_{a.tag}" if a.tag else "")
+    work = a.work.resolve() / f"r{'-'.join(map(str, a.resolution))}"
     space = measured_space(work, a.subnets, 0, tuple(a.resolution))
     lat = space["latency_ms"].to_numpy(dtype=float)
     budgets = percentile_budgets(lat, a.percentiles)
@@ -91,7 +99,7 @@ def main(argv=None) -> int:
                  "median": float(np.median(lat)), "max": float(lat.max()), "budgets": budgets.tolist(),
                  "measured": space.to_dict(orient="records")}
     if a.measure_only:
-        path = save("budget_cpu", {"setting": {"space": "ofa-mbv3", "device": "cpu", "measure_only": True},
+        path = save(name, {"setting": {"space": "ofa-mbv3", "device": "cpu", "measure_only": True},
                                    "machine": machine(), "space_latency_ms": space_rec})
         print(f"wrote {path} (measurements only)")
         return 0
@@ -142,7 +150,7 @@ def main(argv=None) -> int:
         summary["best_pick_median_slack_pct"][f"p{q:g}"] = float(np.median(s)) if s else None
     print(f"summary: {summary['picks_within_budget']}/{n_picks} picks measure within budget; best pick median "
           f"slack {summary['best_pick_median_slack_pct']}")
-    path = save("budget_cpu", {"setting": {"space": "ofa-mbv3", "device": "cpu", "task": "default (mnist)",
+    path = save(name, {"setting": {"space": "ofa-mbv3", "device": "cpu", "task": task,
                                            "mode": "default" if a.full else "quick", "seeds": a.seeds,
                                            "resolutions": a.resolution,
                                            "search_mode_args": mode,
