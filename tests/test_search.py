@@ -124,3 +124,26 @@ def test_state_file_errors(tmp_path):
     p.write_text(json.dumps({"format": "other"}))
     with pytest.raises(BadInputError, match="not an hwnat search state"):
         load_state(p)
+
+
+def test_best_pick_of_equally_accurate_is_the_faster(nb201, acc, tmp_path):
+    """Of two feasible entries with the same accuracy the first pick is the one that dominates (less
+    latency), whatever their order in the archive; an entry rejected by the verification is never picked."""
+    from hwnat.search.nat import NATSearch, SearchSettings
+
+    lat = open_latency_model("csv::pixel3", nb201, "pixel3")
+    obj = Objectives(nb201, objective_names(("error", "latency"), ("pixel3",)), {"pixel3": lat}, {"pixel3": 50.0})
+    s = SearchSettings(space="nasbench201", devices=("pixel3",), budgets_ms={"pixel3": 50.0},
+                       latency_models={"pixel3": "csv::pixel3"}, initial=4, picks=1)
+    search = NATSearch(s, nb201, obj, acc, tmp_path)
+    archs = [nb201.format(x) for x in nb201.sample(np.random.default_rng(0), 4)]
+    for arch, a, ms, feasible in zip(archs, (70.0, 70.0, 60.0, 90.0), (20.0, 10.0, 5.0, 60.0),
+                                     (True, True, True, False), strict=True):
+        search.archive.add({"arch": arch, "accuracy": a, "error": 100 - a, "latency_ms_pixel3": ms,
+                            "flops_m": 1.0, "params_m": 1.0, "feasible": feasible})
+    picks = search.select_picks()
+    assert [p["arch"] for p in picks] == [archs[1], archs[2]]  # the 10 ms one, then the other end
+    search.rejected.add(archs[1])
+    assert search.select_picks()[0]["arch"] == archs[0]
+    search.rejected.update(archs[:3])
+    assert search.select_picks() == []

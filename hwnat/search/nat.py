@@ -431,14 +431,14 @@ class NATSearch:
     def select_picks(self) -> list[dict]:
         """The most accurate feasible archive entry, then up to ``picks`` more spread along the feasible
         front (by the objectives). Empty when no archived architecture is predicted within budget.
-        Architectures in ``rejected`` (measured over a budget) are never picked."""
-        feasible = [r for r in self.archive.rows if r["feasible"] and r["arch"] not in self.rejected]
-        if not feasible:
+        Architectures in ``rejected`` (measured over a budget) are never picked.
+
+        The first pick is taken from the front: of several equally accurate entries, one that no other
+        dominates (equal accuracy at less latency, FLOPs, ... by the search's objectives)."""
+        if not any(r["feasible"] and r["arch"] not in self.rejected for r in self.archive.rows):
             return []
-        best = max(feasible, key=lambda r: r["accuracy"])
         front = [r for r in self.pareto_rows(exclude=self.rejected) if r["feasible"]]
-        if best not in front:
-            front = [best] + front
+        best = max(front, key=lambda r: r["accuracy"])  # a most accurate entry is always on the front
         idx = spread_picks(self.objective_matrix(front), self.s.picks + 1, first=front.index(best))
         return [front[i] for i in idx]
 
