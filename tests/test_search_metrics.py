@@ -118,3 +118,25 @@ def test_shipped_nasbench201_exhaustive_front_is_exactly_the_nondominated_set():
     offs = objectives(t.accuracy[off], t.latency_ms[off])
     covered = np.all(P[None, :, :] <= offs[:, None, :], axis=2).any(axis=1)
     assert covered.all()
+
+
+def test_budget_use_separates_noise_from_a_real_difference():
+    """Controlled inputs: the slack, which archived architectures are within one binomial standard error
+    of the best pick, and the verdict for slower ones."""
+    from hwnat.search.report import budget_use
+
+    # 90% on 1,000 images: standard error 0.95 points; 89.5% at 9 ms is within it and slower
+    lines = budget_use((90.0, 5.0), 10.0, [(89.5, 9.0), (80.0, 3.0)], 1000, "cpu", measured_ms=6.0)
+    text = "\n".join(lines)
+    assert "6 ms (measured) of the 10 ms budget: slack 40.0%" in lines[0]
+    assert "1 other archived architecture" in text and "0.95 points at 1000 validation images" in text
+    assert "1 of them is slower (up to 9 ms)" in text and "--warmup-epochs" in text
+    # with 100,000 images the standard error is 0.095 points: 89.5% is measurably worse
+    text = "\n".join(budget_use((90.0, 5.0), 10.0, [(89.5, 9.0), (80.0, 3.0)], 100_000, "cpu"))
+    assert "(predicted)" in text and "within one standard error" not in text
+    assert "The one slower architecture within the budget scores more" in text and "measurably better" in text
+    # a tabular source (exact accuracies): only the slack
+    assert budget_use((90.0, 5.0), 10.0, [(89.5, 9.0)], None, "cpu") == [
+        "- cpu: the best pick runs in 5 ms (predicted) of the 10 ms budget: slack 50.0%."]
+    # little slack: no hint to train longer
+    assert "--warmup-epochs" not in "\n".join(budget_use((90.0, 9.5), 10.0, [(89.9, 9.8)], 1000, "cpu"))

@@ -48,7 +48,9 @@ def test_ofa_supernet_search_end_to_end(tmp_path, monkeypatch):
     picks = pd.read_csv(out / "picks.csv")
     assert picks["accuracy"].iloc[0] == archive["accuracy"].max()  # every arch is within 1000 ms
     assert (picks["measured_ms"] > 0).all() and picks["within_budget"].all()
-    assert "constraint was never active" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "constraint was never active" in report and src["val_images"] == 64
+    assert "## Budget use" in report and "(measured) of the 1000 ms budget" in report
     assert list(Path("supernets").glob("ofa-mbv3-digits-*.pt")), "the warmed-up supernet is kept for reuse"
 
     # the exported pick is the supernet's subnet with its inherited weights (same outputs in ORT)

@@ -175,6 +175,9 @@ def test_evaluate_adapt_and_state(tmp_path):
     st = acc.state()
     assert st["name"] == "supernet:" + task.name and st["adapted_steps"] == 2
     assert st["proxy_px"] == [proxy_px(192, 0.15), proxy_px(224, 0.15)] and st["evaluated"] == 3
+    # the number of validation images each accuracy was measured on is recorded (the default cap is 500)
+    assert st["val_images"] == acc.n_val == min(500, len(task.y_val))
+    assert _source(task, max_val=3)[1].n_val == 3
 
 
 def test_save_load_round_trip_and_corrupt_files(tmp_path):

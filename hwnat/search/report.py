@@ -1,9 +1,11 @@
 """A search's human-readable outputs: ``pareto.png`` (accuracy vs latency with the budget line, predicted
 and measured picks) and ``report.md`` (settings, sources, constraint activity, surrogate choice and
-hypervolume per iteration, picks with predicted vs measured latency)."""
+hypervolume per iteration, picks with predicted vs measured latency, how much of the budget the best pick
+uses and whether accuracy could tell a slower network apart)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,56 @@ def constraint_activity(search) -> list[str]:
             lines.append(f"- {d}: budget {b:g} ms is active: the space spans {e.get('fastest_ms', float('nan')):.4g}"
                          f"..{slow if slow is not None else float('nan'):.4g} ms; {over} of {len(search.archive)} "
                          "archived architectures exceed it.")
+    return lines
+
+
+def budget_use(best: tuple[float, float], budget_ms: float, others: list[tuple[float, float]],
+               n_val: int | None, device: str, measured_ms: float | None = None) -> list[str]:
+    """What the best pick leaves of the budget, and whether a slower network was measurably more accurate.
+
+    Args:
+        best: the best pick's ``(accuracy %, predicted latency ms)`` on ``device``.
+        others: ``(accuracy %, predicted latency ms)`` of every other archived architecture within the budget.
+        n_val: validation images each accuracy was measured on; None for exact (tabular) accuracies.
+        measured_ms: the best pick's latency as measured on the device (the slack is computed from it).
+
+    Returns:
+        Markdown lines. With ``n_val``, accuracies within one binomial standard error
+        ``sqrt(p (1 - p) / n_val)`` of the best count as indistinguishable from it: when slower
+        architectures within the budget are that close, which of them is most accurate is validation
+        noise (the slack is the task's flat accuracy, not the search's); when none is, the smaller
+        network is measurably better.
+        E.g. best (90.0, 5.0), budget 10, others [(89.5, 9.0), (80.0, 3.0)], 1000 images: slack 50%, one
+        other architecture within one standard error (0.95 points), slower (9 ms): within the noise.
+    """
+    acc, pred_ms = best
+    ms = pred_ms if measured_ms is None else measured_ms
+    slack = 100.0 * (budget_ms - ms) / budget_ms
+    lines = [f"- {device}: the best pick runs in {ms:.4g} ms ({'predicted' if measured_ms is None else 'measured'}) "
+             f"of the {budget_ms:g} ms budget: slack {slack:.1f}%."]
+    if not n_val:
+        return lines
+    p = min(max(acc / 100.0, 0.0), 1.0)
+    se = 100.0 * math.sqrt(p * (1.0 - p) / n_val)
+    near = [lat for a, lat in others if a >= acc - se]
+    near_slower = [lat for lat in near if lat > pred_ms]
+    slower = [lat for _, lat in others if lat > pred_ms]
+    if near:
+        n = len(near)
+        lines.append(f"- {n} other archived architecture{'s' if n != 1 else ''} within the budget "
+                     f"score{'' if n != 1 else 's'} within one standard error of it ({se:.2g} points at "
+                     f"{n_val} validation images), predicted at {min(near):.3g}..{max(near):.3g} ms.")
+    if near_slower:
+        lines.append(f"- {len(near_slower)} of them {'is' if len(near_slower) == 1 else 'are'} slower (up to "
+                     f"{max(near_slower):.3g} ms): which is most accurate is within the validation noise.")
+        if slack > 10:
+            lines.append("- If accuracy should grow with size on this task, more warm-up (`--warmup-epochs`, "
+                         "`--max-train`) and a larger validation split (`--max-val`) let the search tell the "
+                         "larger networks apart.")
+    elif slower:
+        who = "The one slower architecture" if len(slower) == 1 else f"Each of the {len(slower)} slower architectures"
+        lines.append(f"- {who} within the budget scores more than one standard error below it: on this task "
+                     "the smaller network is measurably better.")
     return lines
 
 
@@ -136,6 +188,13 @@ def write_report(search, picks: list[dict], path: Path, verified: bool, wall_s: 
                   f"{100 * float(np.max(np.abs(errs))):.1f}%."]
         else:
             L += ["", "Not verified on the device (--no-verify): latencies above are the model's."]
+        L += ["", "## Budget use", ""]
+        best, n_val = picks[0], getattr(search.acc, "n_val", None)
+        for d, b in search.obj.budgets_ms.items():
+            others = [(r["accuracy"], r[f"latency_ms_{d}"]) for r in search.archive.rows
+                      if r["feasible"] and r["arch"] != best["arch"] and r["arch"] not in search.rejected]
+            L += budget_use((best["accuracy"], best[f"latency_ms_{d}"]), b, others, n_val, d,
+                            best.get(f"measured_ms_{d}") if verified else None)
     L += ["", "Files: archive.csv, pareto.csv, picks.csv, picks/*.onnx, pareto.png, state.json"
           + (", supernet.pt" if (search.out / "supernet.pt").exists() else "") + "."]
     write_atomic(Path(path), ("\n".join(L) + "\n").encode())

@@ -391,9 +391,14 @@ class SupernetAccuracy:
         x = self.task.x_train[torch.as_tensor(self._calib)].to(self.device)
         calib = [proxy_input(x[i:i + 128], px) for i in range(0, len(x), 128)]
         recalibrate_bn(sub, calib)
-        n_val = len(self.task.y_val) if self.max_val is None else min(self.max_val, len(self.task.y_val))
+        n_val = self.n_val
         return accuracy_percent(sub, self.task.x_val[:n_val].to(self.device),
                                 self.task.y_val[:n_val].to(self.device), px)
+
+    @property
+    def n_val(self) -> int:
+        """Validation images each accuracy is measured on (the first ones of the fixed split)."""
+        return len(self.task.y_val) if self.max_val is None else min(self.max_val, len(self.task.y_val))
 
     def evaluate(self, archs: Sequence[str]) -> np.ndarray:
         """Top-1 validation accuracy in percent of each architecture (canonical strings)."""
@@ -453,7 +458,7 @@ class SupernetAccuracy:
         """Plain data for state.json and the report."""
         rs = self.space.resolutions
         return {"name": self.name, "task": self.task.record(), "widths": list(self.widths),
-                "proxy_scale": self.proxy_scale,
+                "proxy_scale": self.proxy_scale, "val_images": self.n_val,
                 "proxy_px": [proxy_px(min(rs), self.proxy_scale), proxy_px(max(rs), self.proxy_scale)],
                 "epochs_done": dict(self.epochs_done), "adapted_steps": self.adapted_steps,
                 "weights_version": self.version, "device": str(self.device), "seed": self.seed,
