@@ -24,6 +24,7 @@ average is recorded.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -36,11 +37,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _search_runs import WORK, hwnat, machine, read_csv, save, search  # noqa: E402
 
 from hwnat.search.metrics import BUDGET_PERCENTILES, percentile_budgets  # noqa: E402
+from hwnat.search.run import FULL, QUICK  # noqa: E402
 from hwnat.spaces import get_space  # noqa: E402
 
 #: ``--quick`` settings of the search CLI when this benchmark was written, pinned
 QUICK_ARGS = ["--initial", "8", "--iterations", "2", "--candidates", "4", "--population", "24",
               "--generations", "8", "--warmup-epochs", "1", "--picks", "2"]
+
+
+def near_best(out: Path, best_arch: str, best_acc: float, val_images: int) -> dict:
+    """Archived architectures within the budget (predicted) that are slower than the best pick and score
+    within one binomial standard error of it: when there are some, which of them is most accurate is
+    validation noise, and the best pick's slack says nothing about the search."""
+    archive, state = read_csv(out / "archive.csv"), json.loads((out / "state.json").read_text())
+    val_images = int((state.get("accuracy_source") or {}).get("val_images") or val_images)
+    p = best_acc / 100.0
+    se = 100.0 * float(np.sqrt(p * (1.0 - p) / val_images))
+    ok = archive[archive["feasible"].astype(bool) & ~archive["arch"].isin([best_arch, *state.get("rejected", [])])]
+    best_ms = float(archive.loc[archive["arch"] == best_arch, "latency_ms_cpu"].iloc[0])
+    slower = ok[ok["latency_ms_cpu"] > best_ms]
+    near = slower[slower["accuracy"] >= best_acc - se]
+    return {"val_images": val_images, "se_points": se, "feasible_slower": int(len(slower)),
+            "slower_within_1se": int(len(near)),
+            "slowest_within_1se_ms": float(near["latency_ms_cpu"].max()) if len(near) else None,
+            "spearman_accuracy_latency_feasible": float(
+                ok["accuracy"].corr(ok["latency_ms_cpu"], method="spearman")) if len(ok) > 2 else None}
 
 
 def measured_space(work: Path, n: int, seed: int, resolutions: tuple[int, ...]) -> pd.DataFrame:
@@ -118,6 +139,9 @@ def main(argv=None) -> int:
         futures = [pool.submit(run_seed, seed, list(zip(a.percentiles, map(float, budgets), strict=True)), mode,
                                a.search_args.split(), work / ("full" if a.full else "quick")) for seed in a.seeds]
         done = sorted((r for f in futures for r in f.result()), key=lambda r: (r[0], r[2]))
+    # validation images per accuracy: recorded in state.json by newer searches; else --max-val or the default
+    val_images = int(sargs[sargs.index("--max-val") + 1]) if "--max-val" in sargs[:-1] else \
+        (FULL if a.full else QUICK)["max_val"]
     runs = []
     for q, budget, seed, out, run in done:
         rec = {"percentile": q, "budget_ms": budget, "seed": seed, "rc": run["rc"], "wall_s": run["wall_s"],
@@ -134,17 +158,21 @@ def main(argv=None) -> int:
                         for _, r in picks.iterrows()]
         rec["within_budget"] = int((m <= budget).sum())
         rec["best_slack_pct"] = 100.0 * (budget - m[0]) / budget
+        rec["near_best"] = near_best(out, picks["arch"].iloc[0], float(picks["accuracy"].iloc[0]), val_images)
         runs.append(rec)
         print(f"p{q:g} ({budget:.2f} ms) seed {seed}: {rec['within_budget']}/{len(m)} picks within budget; "
               f"best pick predicted {picks['latency_ms'].iloc[0]:.2f} ms, measured {m[0]:.2f} ms "
-              f"(slack {rec['best_slack_pct']:+.1f}%), acc {picks['accuracy'].iloc[0]:.2f}; {run['wall_s']:.0f} s",
-              flush=True)
+              f"(slack {rec['best_slack_pct']:+.1f}%), acc {picks['accuracy'].iloc[0]:.2f}; {run['wall_s']:.0f} s; "
+              f"{rec['near_best']['slower_within_1se']} of {rec['near_best']['feasible_slower']} slower feasible "
+              f"archs within 1 s.e. ({rec['near_best']['se_points']:.2f} points)", flush=True)
     ok = [r for r in runs if "error" not in r]
     n_picks = sum(len(r["picks"]) for r in ok)
     summary = {"searches": len(ok), "failed": len(runs) - len(ok), "picks": n_picks,
                "picks_within_budget": int(sum(r["within_budget"] for r in ok)),
                "share_within_budget": (sum(r["within_budget"] for r in ok) / n_picks) if n_picks else None,
                "best_pick_median_slack_pct": {}}
+    summary["searches_with_a_slower_feasible_arch_within_1se"] = sum(
+        r["near_best"]["slower_within_1se"] > 0 for r in ok)
     for q in a.percentiles:
         s = [r["best_slack_pct"] for r in ok if r["percentile"] == q]
         summary["best_pick_median_slack_pct"][f"p{q:g}"] = float(np.median(s)) if s else None

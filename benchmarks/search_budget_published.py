@@ -26,7 +26,7 @@ Targets (issue 10): 0 of 15 picks over budget with ``--confidence 0.9``; their t
 The 45 searches run through the CLI's command object in ``--workers`` parallel processes, without
 exporting the picks to ONNX (``--no-verify`` reads no file; see ``_search_runs._in_process``); the
 predictor steps run as ``hwnat predictor`` subprocesses. Run: ``python benchmarks/search_budget_published.py``.
-Writes ``benchmarks/results/search_budget_published.json``.
+Writes ``benchmarks/results/search_budget_published.json`` (``..._<tag>.json`` with ``--tag``).
 """
 
 from __future__ import annotations
@@ -197,6 +197,7 @@ def main(argv=None) -> int:
                          "(writes search_budget_published_exhaustive.json).")
     ap.add_argument("--sweep", type=float, nargs="*", default=[0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95],
                     help="With --exhaustive-only: confidence levels whose exhaustive picks are summarised.")
+    ap.add_argument("--tag", default="", help="Results file suffix: search_budget_published[_exhaustive]_<tag>.json.")
     a = ap.parse_args(argv)
     extra = a.search_args.split()
     lat = pd.read_csv(latency_dataset("nasbench201"))
@@ -296,7 +297,7 @@ def main(argv=None) -> int:
     summary["exhaustive"] = ex
     if a.exhaustive_only and a.sweep:
         summary["confidence_sweep"] = confidence_sweep(truth, lat, predictors, a.percentiles, a.sweep)
-    path = save("budget_published" + ("_exhaustive" if a.exhaustive_only else ""), {
+    path = save("budget_published" + ("_exhaustive" if a.exhaustive_only else "") + (f"_{a.tag}" if a.tag else ""), {
         "setting": {"space": "nasbench201", "search_column": SEARCH_COLUMN, "report_column": REPORT_COLUMN,
                     "devices": a.devices, "percentiles": a.percentiles, "k": a.k, "confidence": a.confidence,
                     "seeds": a.seeds, "search_args": extra, "library": "other columns, same hardware excluded"},
