@@ -150,29 +150,27 @@ def exhaustive(truth: pd.DataFrame, device: str, budget_ms: float, lat: dict) ->
     return add_test_gaps(out)
 
 
-def confidence_sweep(truth: pd.DataFrame, lat: pd.DataFrame, predictors: dict, percentiles: list[float],
-                     levels: list[float]) -> dict:
-    """Over budget and test-accuracy gap of the exhaustive pick (the best cell of the space whose predicted
-    bound is within the budget) at each ``--confidence`` level: the trade-off a user sets with it."""
+def confidence_sweep(truth: pd.DataFrame, lat: pd.DataFrame, predictors: dict, latencies: dict,
+                     percentiles: list[float], levels: list[float]) -> dict:
+    """Over budget and test-accuracy gap of the exhaustive pick (``exhaustive`` with the predictor's bound at
+    each ``--confidence`` level in place of ``latencies``' one): the trade-off a user sets with it."""
     from hwnat.latency.model import open_latency_model
     from hwnat.spaces import get_space
 
     space = get_space("nasbench201")
     g = space.encode_many(space.parse_many(truth.index.tolist()))
-    val, test = truth[SEARCH_COLUMN].to_numpy(float), truth[REPORT_COLUMN].to_numpy(float)
+    models = {d: open_latency_model("predictor", space, d, predictor=p["model"]) for d, p in predictors.items()}
     out = {}
     for c in levels:
         over, gaps = 0, []
-        for device, pred in predictors.items():
-            m = open_latency_model("predictor", space, device, predictor=pred["model"])
-            bound, true = m.upper_ms(g, c), truth[device].to_numpy(float)
+        for device, m in models.items():
+            lat_c = dict(latencies[device], confidence=m.upper_ms(g, c))
             for budget in percentile_budgets(lat[device], percentiles):
-                ok, ok_true = np.flatnonzero(bound <= budget), np.flatnonzero(true <= budget)
-                if not len(ok):
+                pick = exhaustive(truth, device, float(budget), lat_c)["confidence"]
+                if "error" in pick:
                     continue
-                best, ceiling = ok[np.argmax(val[ok])], ok_true[np.argmax(val[ok_true])]
-                over += int(true[best] > budget)
-                gaps.append(float(test[ceiling] - test[best]))
+                over += int(pick["over_budget"])
+                gaps.append(pick["test_gap_vs_true"])
         out[f"{c:g}"] = {"picks": len(gaps), "over_budget": over, "mean_test_gap_vs_true": float(np.mean(gaps)),
                          "within_0.5_points": int(sum(x <= 0.5 for x in gaps))}
         print(f"exhaustive, --confidence {c:g}: {over}/{len(gaps)} over budget, mean test gap "
@@ -296,7 +294,7 @@ def main(argv=None) -> int:
         print(f"exhaustive (best cell of the space by each latency model) {mode}: {ex[mode]}")
     summary["exhaustive"] = ex
     if a.exhaustive_only and a.sweep:
-        summary["confidence_sweep"] = confidence_sweep(truth, lat, predictors, a.percentiles, a.sweep)
+        summary["confidence_sweep"] = confidence_sweep(truth, lat, predictors, latencies, a.percentiles, a.sweep)
     path = save("budget_published" + ("_exhaustive" if a.exhaustive_only else "") + (f"_{a.tag}" if a.tag else ""), {
         "setting": {"space": "nasbench201", "search_column": SEARCH_COLUMN, "report_column": REPORT_COLUMN,
                     "devices": a.devices, "percentiles": a.percentiles, "k": a.k, "confidence": a.confidence,
