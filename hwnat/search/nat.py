@@ -435,9 +435,9 @@ class NATSearch:
 
         The first pick is taken from the front: of several equally accurate entries, one that no other
         dominates (equal accuracy at less latency, FLOPs, ... by the search's objectives)."""
-        if not any(r["feasible"] and r["arch"] not in self.rejected for r in self.archive.rows):
-            return []
         front = [r for r in self.pareto_rows(exclude=self.rejected) if r["feasible"]]
+        if not front:  # pareto_rows falls back to infeasible rows only when no feasible one is left
+            return []
         best = max(front, key=lambda r: r["accuracy"])  # a most accurate entry is always on the front
         idx = spread_picks(self.objective_matrix(front), self.s.picks + 1, first=front.index(best))
         return [front[i] for i in idx]
