@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _search_runs import WORK, hwnat, machine, read_csv, save, search  # noqa: E402
 
 from hwnat.search.metrics import BUDGET_PERCENTILES, percentile_budgets  # noqa: E402
+from hwnat.search.report import noise_band  # noqa: E402
 from hwnat.search.run import FULL, QUICK  # noqa: E402
 from hwnat.spaces import get_space  # noqa: E402
 
@@ -47,19 +48,17 @@ QUICK_ARGS = ["--initial", "8", "--iterations", "2", "--candidates", "4", "--pop
 
 def near_best(out: Path, best_arch: str, best_acc: float, val_images: int) -> dict:
     """Archived architectures within the budget (predicted) that are slower than the best pick and score
-    within one binomial standard error of it: when there are some, which of them is most accurate is
-    validation noise, and the best pick's slack says nothing about the search."""
+    within one binomial standard error of it (``report.noise_band``, as ``report.md`` counts them): when
+    there are some, which of them is most accurate is validation noise, and the best pick's slack says
+    nothing about the search."""
     archive, state = read_csv(out / "archive.csv"), json.loads((out / "state.json").read_text())
     val_images = int((state.get("accuracy_source") or {}).get("val_images") or val_images)
-    p = best_acc / 100.0
-    se = 100.0 * float(np.sqrt(p * (1.0 - p) / val_images))
     ok = archive[archive["feasible"].astype(bool) & ~archive["arch"].isin([best_arch, *state.get("rejected", [])])]
     best_ms = float(archive.loc[archive["arch"] == best_arch, "latency_ms_cpu"].iloc[0])
-    slower = ok[ok["latency_ms_cpu"] > best_ms]
-    near = slower[slower["accuracy"] >= best_acc - se]
-    return {"val_images": val_images, "se_points": se, "feasible_slower": int(len(slower)),
-            "slower_within_1se": int(len(near)),
-            "slowest_within_1se_ms": float(near["latency_ms_cpu"].max()) if len(near) else None,
+    band = noise_band((best_acc, best_ms), list(zip(ok["accuracy"], ok["latency_ms_cpu"], strict=True)), val_images)
+    return {"val_images": val_images, "se_points": band["se"], "feasible_slower": len(band["slower"]),
+            "slower_within_1se": len(band["near_slower"]),
+            "slowest_within_1se_ms": max(band["near_slower"], default=None),
             "spearman_accuracy_latency_feasible": float(
                 ok["accuracy"].corr(ok["latency_ms_cpu"], method="spearman")) if len(ok) > 2 else None}
 
@@ -137,7 +136,7 @@ def main(argv=None) -> int:
 
     with ThreadPoolExecutor(max(1, a.parallel)) as pool:  # one process per seed: supernet caches differ by seed
         futures = [pool.submit(run_seed, seed, list(zip(a.percentiles, map(float, budgets), strict=True)), mode,
-                               a.search_args.split(), work / ("full" if a.full else "quick")) for seed in a.seeds]
+                               sargs, work / ("full" if a.full else "quick")) for seed in a.seeds]
         done = sorted((r for f in futures for r in f.result()), key=lambda r: (r[0], r[2]))
     # validation images per accuracy: recorded in state.json by newer searches; else --max-val or the default
     val_images = int(sargs[sargs.index("--max-val") + 1]) if "--max-val" in sargs[:-1] else \

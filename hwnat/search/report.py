@@ -73,6 +73,18 @@ def constraint_activity(search) -> list[str]:
     return lines
 
 
+def noise_band(best: tuple[float, float], others: list[tuple[float, float]], n_val: int) -> dict:
+    """The binomial standard error ``sqrt(p (1 - p) / n_val)`` (points) of the best pick's accuracy, and
+    the latencies of the ``others`` (``(accuracy %, predicted ms)``) scoring within it (``near``), of those
+    slower than the best pick (``near_slower``), and of every slower one (``slower``)."""
+    acc, pred_ms = best
+    p = min(max(acc / 100.0, 0.0), 1.0)
+    se = 100.0 * math.sqrt(p * (1.0 - p) / n_val)
+    near = [lat for a, lat in others if a >= acc - se]
+    return {"se": se, "near": near, "near_slower": [lat for lat in near if lat > pred_ms],
+            "slower": [lat for _, lat in others if lat > pred_ms]}
+
+
 def budget_use(best: tuple[float, float], budget_ms: float, others: list[tuple[float, float]],
                n_val: int | None, device: str, measured_ms: float | None = None) -> list[str]:
     """What the best pick leaves of the budget, and whether a slower network was measurably more accurate.
@@ -99,11 +111,8 @@ def budget_use(best: tuple[float, float], budget_ms: float, others: list[tuple[f
              f"of the {budget_ms:g} ms budget: slack {slack:.1f}%."]
     if not n_val:
         return lines
-    p = min(max(acc / 100.0, 0.0), 1.0)
-    se = 100.0 * math.sqrt(p * (1.0 - p) / n_val)
-    near = [lat for a, lat in others if a >= acc - se]
-    near_slower = [lat for lat in near if lat > pred_ms]
-    slower = [lat for _, lat in others if lat > pred_ms]
+    band = noise_band(best, others, n_val)
+    se, near, near_slower, slower = band["se"], band["near"], band["near_slower"], band["slower"]
     if near:
         n = len(near)
         lines.append(f"- {n} other archived architecture{'s' if n != 1 else ''} within the budget "
