@@ -79,7 +79,10 @@ def test_measure_over_ssh_matches_local(remote_yaml, tmp_path):
         with open(tmp_path / f"{name}.csv") as f:
             res[name] = {row["arch"]: float(row["latency_ms"]) for row in csv.DictReader(f)}
     ratios = [res["remote"][a] / res["local"][a] for a in archs]
-    assert 0.6 < float(np.median(ratios)) < 1.6, ratios
+    # same machine and runtime: the same scale (a unit or model mix-up is a factor of 1000). Not tighter
+    # than a factor of 3: the two runs are seconds apart on a shared machine, and a neighbour's load
+    # between them moved the median ratio past 1.6 once in a full-suite run
+    assert 1 / 3 < float(np.median(ratios)) < 3, ratios
 
 
 class _Proxy:
